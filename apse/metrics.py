@@ -35,14 +35,17 @@ Choices the spec leaves to the implementation:
   metric that uses emotion relevance (mAP8, NN, FT, ST, DCG, F1, ANMRR), with a ``RuntimeWarning``
   saying how many; mAP2 uses its own ``n`` (same polarity) and leaves out only queries without any
   item of the same polarity. Per-query values of left-out queries are NaN. If no query at all has a
-  relevant item, a ``ValueError`` is raised.
-* Distances are ranked as given, in their own dtype; per-query sums are accumulated in float64.
+  relevant item, a ``ValueError`` is raised. NN is left out for them too, so that mAP8, NN, FT, ST,
+  DCG, F1 and ANMRR all average over the same queries.
+* Distances are ranked exactly as given (float16/bfloat16 are widened to float32, integers to
+  float64, both without changing the order or the ties; -0.0 ties with +0.0; +-inf are allowed,
+  NaN is an error); per-query sums are accumulated in float64, so counts stay exact.
 """
 from __future__ import annotations
 
-import math
 import warnings
 
+import numpy as np
 import torch
 
 from apse.emotions import NUM_EMOTIONS, polarity_labels
@@ -59,8 +62,8 @@ __all__ = [
 METRIC_NAMES: tuple[str, ...] = ("mAP8", "mAP2", "NN", "FT", "ST", "DCG", "F1", "ANMRR")
 LOWER_IS_BETTER: frozenset[str] = frozenset({"ANMRR"})
 
-# Roughly 60 bytes of temporaries per (query, gallery) cell in `_chunk_metrics`; 4M cells keeps a
-# chunk at about 250 MB whatever the gallery size.
+# Roughly 60-80 bytes of temporaries per (query, gallery) cell in `_chunk_metrics` (int64 sort keys,
+# a few float64 rows); 4M cells keep a chunk at about 300 MB whatever the gallery size.
 _CELLS_PER_CHUNK = 4_000_000
 
 
@@ -91,10 +94,10 @@ def pairwise_distances(q, g, *, chunk_size: int | None = None) -> torch.Tensor:
     q, g = q.to(dtype), g.to(dtype)
     g_sq = (g * g).sum(dim=1)
     out = torch.empty(q.shape[0], g.shape[0], dtype=dtype, device=q.device)
-    step = q.shape[0] if not chunk_size else int(chunk_size)
-    if step < 1 and q.shape[0] > 0:
+    step = max(q.shape[0], 1) if chunk_size is None else int(chunk_size)
+    if step < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
-    for start in range(0, q.shape[0], max(step, 1)):
+    for start in range(0, q.shape[0], step):
         qc = q[start:start + step]
         block = out[start:start + step]
         # block = ||g||^2 - 2 q g^T + ||q||^2, written in place to avoid extra (chunk, G) buffers
@@ -116,51 +119,71 @@ def _as_labels(labels, name: str, length: int) -> torch.Tensor:
     return t
 
 
-def _chunk_metrics(dist, q_lab, q_pol, g_lab, g_pol, self_cols, gtm, f1_k, disc, ideal):
-    """Per-query metrics for one chunk of queries (rows of ``dist``); see the module docstring."""
-    c, g_full = dist.shape
-    if not torch.isfinite(dist).all() and torch.isnan(dist).any():
-        raise ValueError("distances contain NaN; expected finite (or +inf) distances")
-    order = torch.sort(dist, dim=1, stable=True).indices  # ties keep gallery order
-    if self_cols is not None:
-        # exactly one self column per row, so dropping it leaves a rectangular (c, G-1) ranking
-        keep = order != self_cols.unsqueeze(1)
-        order = order[keep].view(c, g_full - 1)
-    g = order.shape[1]
-    ranked = g_lab[order]
-    rel = ranked == q_lab.unsqueeze(1)
-    rel_pol = g_pol[order] == q_pol.unsqueeze(1)
-    del ranked, order
+def _ranked_labels(dist, g_lab, self_cols):
+    """Gallery labels in ranked order for each row of ``dist`` (c, G): uint8 tensor (c, G'), where
+    G' = G - 1 when ``self_cols`` (the column of each row's own item) is given, else G.
 
-    ranks = torch.arange(1, g + 1, dtype=torch.float64)
+    Ranking = stable ascending sort of the distances (ties keep gallery order). For float32 (and
+    narrower) distances the sort key packs, into one int64, the distance's bits (mapped to an
+    order-preserving signed integer), the gallery index (tie-break) and the label (3 bits), and
+    numpy sorts those keys without an index array: several times faster than an indexed stable sort,
+    and the labels come back without a gather. float64 distances use ``torch.sort(stable=True)``.
+    """
+    c, g = dist.shape
+    if dist.dtype == torch.float64:
+        order = torch.sort(dist, dim=1, stable=True).indices
+        if self_cols is not None:
+            # exactly one self column per row, so dropping it leaves a rectangular (c, G-1) ranking
+            order = order[order != self_cols.unsqueeze(1)].view(c, g - 1)
+        return torch.take(g_lab.to(torch.uint8), order)
+    bits = (dist.float() + 0.0).numpy().view(np.int32)  # + 0.0 turns -0.0 into +0.0 (they tie)
+    # IEEE floats order like sign-magnitude integers: flip the magnitude bits of negatives
+    np.bitwise_xor(bits, (bits >> 31) & 0x7FFFFFFF, out=bits)
+    key = bits.astype(np.int64)
+    key <<= 32
+    key |= ((np.arange(g, dtype=np.int64) << 3) | g_lab.numpy().astype(np.int64))[None, :]
+    if self_cols is not None:
+        # larger than any real key (distances are not NaN): the self item sorts last, then is cut
+        key[np.arange(c), self_cols.numpy()] = np.iinfo(np.int64).max
+    key.sort(axis=1)  # keys are unique, so any sort algorithm gives the stable order
+    if self_cols is not None:
+        key = key[:, : g - 1]
+    return torch.from_numpy((key & 7).astype(np.uint8))
+
+
+def _chunk_metrics(dist, q_lab, q_pol, g_lab, self_cols, gtm, f1_k, inv_ranks, disc, ideal):
+    """Per-query metrics for one chunk of queries (rows of ``dist``); see the module docstring."""
+    ranked = _ranked_labels(dist, g_lab, self_cols)  # (c, G') labels in rank order
+    c, g = ranked.shape
     rows = torch.arange(c)
     out = {}
 
-    def average_precision(r: torch.Tensor):
-        hits = r.cumsum(dim=1)  # hits@k, int64
-        n = hits[:, -1]
-        prec_sum = (hits.double() / ranks).mul_(r).sum(dim=1)
-        return prec_sum / n, hits, n
+    def average_precision(rel: torch.Tensor):
+        """AP = 1/n sum_k rel_k hits@k / k, as one matrix-vector product; also hits@k and n."""
+        relf = rel.to(torch.float64)  # float64 holds the integer counts exactly
+        hits = relf.cumsum(dim=1)
+        n = hits[:, -1].clone()
+        return ((hits * relf) @ inv_ranks) / n, relf, hits, n
 
-    out["mAP2"], _, _ = average_precision(rel_pol)
-    del rel_pol
-    ap8, hits, n = average_precision(rel)
-    out["mAP8"] = ap8
-    nd = n.double()
-    safe = n.clamp(min=1)
-    out["NN"] = rel[:, 0].double()
-    out["FT"] = hits[rows, safe - 1].double() / nd
-    out["ST"] = hits[rows, torch.clamp(2 * safe, max=g) - 1].double() / nd
-    relf = rel.double()
-    out["DCG"] = (relf @ disc[:g]) / ideal[safe - 1]
+    out["mAP2"] = average_precision((ranked >> 2) == q_pol.to(torch.uint8).unsqueeze(1))[0]
+    out["mAP8"], relf, hits, n = average_precision(ranked == q_lab.to(torch.uint8).unsqueeze(1))
+    del ranked
+    safe = n.long().clamp(min=1)
+    out["NN"] = relf[:, 0].clone()
+    out["FT"] = hits[rows, safe - 1] / n
+    out["ST"] = hits[rows, torch.clamp(2 * safe, max=g) - 1] / n
+    out["DCG"] = (relf @ disc) / ideal[safe - 1]
     k_f1 = min(f1_k, g)
-    out["F1"] = 2.0 * hits[:, k_f1 - 1].double() / (k_f1 + nd)
-    # ANMRR: ranks beyond K count as 1.25 K
-    k = torch.minimum(4 * nd, torch.full_like(nd, 2.0 * gtm)).unsqueeze(1)
-    capped = torch.where(ranks > k, 1.25 * k, ranks)
-    avr = (capped * relf).sum(dim=1) / nd
-    k = k.squeeze(1)
-    out["ANMRR"] = (avr - 0.5 - nd / 2) / (1.25 * k - 0.5 - nd / 2)
+    out["F1"] = 2.0 * hits[:, k_f1 - 1] / (k_f1 + n)  # = 2PR/(P+R) with P = hits/K, R = hits/n
+    # ANMRR: sum of ranks with every rank r > K counted as 1.25 K
+    #   = sum_{k <= K} k rel_k + 1.25 K (n - hits@K); only the first max(K) columns are needed.
+    k_anmrr = torch.minimum(4 * n, torch.full_like(n, 2.0 * gtm))
+    k_idx = torch.clamp(k_anmrr.long(), min=1, max=g) - 1
+    cols = int(k_idx.max()) + 1
+    ranks = torch.arange(1, cols + 1, dtype=torch.float64)
+    rank_sum = (relf[:, :cols] * ranks).cumsum(dim=1)[rows, k_idx]
+    avr = (rank_sum + 1.25 * k_anmrr * (n - hits[rows, k_idx])) / n
+    out["ANMRR"] = (avr - 0.5 - n / 2) / (1.25 * k_anmrr - 0.5 - n / 2)
 
     missing = n == 0
     for name in METRIC_NAMES:
@@ -192,9 +215,11 @@ def per_query_metrics(
     n_q, n_g = dist.shape
     if n_q == 0 or n_g == 0:
         raise ValueError(f"distances must have at least one query and one gallery item, got shape {(n_q, n_g)}")
+    if n_g >= 2**29:
+        raise ValueError(f"galleries of at most 2**29 items are supported, got {n_g}")
     if not dist.is_floating_point():
         dist = dist.double()
-    dist = dist.cpu()
+    dist = dist.detach().cpu()
     q_lab = _as_labels(query_labels, "query_labels", n_q).cpu()
     g_lab = _as_labels(gallery_labels, "gallery_labels", n_g).cpu()
     if exclude_self:
@@ -221,17 +246,21 @@ def per_query_metrics(
         raise ValueError("no query has a relevant (same-emotion) gallery item; metrics are undefined")
     gtm = int(n_rel.max())
     g_eff = n_g - int(exclude_self)
-    disc = torch.ones(g_eff, dtype=torch.float64)
-    disc[1:] = 1.0 / torch.log2(torch.arange(2, g_eff + 1, dtype=torch.float64))
-    ideal = disc.cumsum(0)
-    q_pol, g_pol = polarity_labels(q_lab), polarity_labels(g_lab)
+    ranks = torch.arange(1, g_eff + 1, dtype=torch.float64)
+    inv_ranks = 1.0 / ranks
+    disc = torch.ones(g_eff, dtype=torch.float64)  # DCG discount: 1 at rank 1, 1/log2 k after
+    disc[1:] = 1.0 / torch.log2(ranks[1:])
+    ideal = disc.cumsum(0)  # ideal DCG for n relevant items = ideal[n - 1]
+    q_pol = polarity_labels(q_lab)
 
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in METRIC_NAMES}
     starts = range(0, n_q, chunk_size)
     for s in tqdm(starts, desc="metrics", disable=not progress, leave=False):
         e = min(s + chunk_size, n_q)
+        if torch.isnan(dist[s:e]).any():  # checked per chunk to keep memory flat
+            raise ValueError("distances contain NaN; expected real numbers (+-inf are allowed)")
         self_cols = torch.arange(s, e) if exclude_self else None
-        res = _chunk_metrics(dist[s:e], q_lab[s:e], q_pol[s:e], g_lab, g_pol, self_cols, gtm, f1_k, disc, ideal)
+        res = _chunk_metrics(dist[s:e], q_lab[s:e], q_pol[s:e], g_lab, self_cols, gtm, f1_k, inv_ranks, disc, ideal)
         for name in METRIC_NAMES:
             parts[name].append(res[name])
     return {name: torch.cat(parts[name]) for name in METRIC_NAMES}
@@ -257,7 +286,7 @@ def retrieval_metrics(
         exclude_self: leave-one-out; queries and gallery are the same items in the same order, and
             query i's own column is removed from its ranking (needs Q == G).
         f1_k: F1 cutoff, K = min(f1_k, G).
-        chunk_size: queries ranked at a time (default keeps temporaries near 250 MB).
+        chunk_size: queries ranked at a time (default keeps temporaries near 300 MB).
         return_per_query: also return :func:`per_query_metrics`' dict.
         progress: show a tqdm bar over chunks.
 

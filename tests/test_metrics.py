@@ -1,0 +1,365 @@
+"""Tests for apse.metrics: hand-computed values on tiny rankings, and a naive loop vs the vectorised code.
+
+Labels are emotion indices in the papers' order: 0-3 positive (amusement, contentment, awe,
+excitement), 4-7 negative (fear, anger, disgust, sadness).
+"""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from apse.metrics import (
+    LOWER_IS_BETTER,
+    METRIC_NAMES,
+    evaluate_embeddings,
+    pairwise_distances,
+    per_query_metrics,
+    retrieval_metrics,
+)
+
+
+def ranking_distances(orders, g):
+    """Distance rows that rank the gallery in the given orders (order[r] = gallery index at rank r+1)."""
+    d = torch.empty(len(orders), g, dtype=torch.float64)
+    for i, order in enumerate(orders):
+        for r, j in enumerate(order):
+            d[i, j] = float(r + 1)
+    return d
+
+
+def L2(k):
+    return 1.0 / math.log2(k)
+
+
+# ---------------------------------------------------------------- hand-computed values
+
+
+def test_hand_computed_two_queries_six_items():
+    gallery = [0, 4, 0, 1, 5, 0]
+    # query A (label 0) ranks the gallery in index order: labels 0 4 0 1 5 0
+    # query B (label 4) ranks it as indices 4 1 3 0 5 2: labels 5 4 1 0 0 0
+    d = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+                      [0.5, 0.2, 0.9, 0.3, 0.1, 0.7]])
+    per = per_query_metrics(d, [0, 4], gallery)
+    m = retrieval_metrics(d, [0, 4], gallery)
+    assert set(m) == set(METRIC_NAMES) and all(isinstance(v, float) for v in m.values())
+
+    # A: emotion rel = 1 0 1 0 0 1, n = 3, G = 6
+    #    AP = (1/1 + 2/3 + 3/6)/3 = 0.722222
+    #    polarity rel = 1 0 1 1 0 1, n = 4: AP2 = (1 + 2/3 + 3/4 + 4/6)/4 = 0.770833
+    #    NN = 1; FT = hits@3/3 = 2/3; ST = hits@6/3 = 1
+    #    DCG = (1 + 1/log2 3 + 1/log2 6) / (1 + 1/log2 2 + 1/log2 3) = 0.766947
+    #    F1, K = min(32, 6) = 6: P = 3/6, R = 1 -> 2PR/(P+R) = 2/3
+    # B: emotion rel = 0 1 0 0 0 0, n = 1
+    #    AP = (1/2)/1 = 0.5; polarity rel = 1 1 0 0 0 0, n = 2: AP2 = 1
+    #    NN = 0; FT = hits@1/1 = 0; ST = hits@2/1 = 1; DCG = (1/log2 2)/1 = 1
+    #    F1: P = 1/6, R = 1 -> 2/7 = 0.285714
+    # ANMRR: GTM = max(3, 1) = 3
+    #    A: K = min(12, 6) = 6, ranks 1 3 6 (none > 6), AVR = 10/3,
+    #       NMRR = (10/3 - 0.5 - 1.5) / (7.5 - 0.5 - 1.5) = (4/3)/5.5 = 0.242424
+    #    B: K = min(4, 6) = 4, rank 2, AVR = 2, NMRR = (2 - 0.5 - 0.5)/(5 - 0.5 - 0.5) = 0.25
+    expected_a = dict(mAP8=0.722222, mAP2=0.770833, NN=1, FT=2 / 3, ST=1,
+                      DCG=(1 + L2(3) + L2(6)) / (2 + L2(3)), F1=2 / 3, ANMRR=(4 / 3) / 5.5)
+    expected_b = dict(mAP8=0.5, mAP2=1, NN=0, FT=0, ST=1, DCG=1, F1=2 / 7, ANMRR=0.25)
+    assert expected_a["DCG"] == pytest.approx(0.766947, abs=1e-6)
+    for name in METRIC_NAMES:
+        assert per[name][0].item() == pytest.approx(expected_a[name], abs=1e-6), name
+        assert per[name][1].item() == pytest.approx(expected_b[name], abs=1e-6), name
+        assert m[name] == pytest.approx((expected_a[name] + expected_b[name]) / 2, abs=1e-6), name
+
+    # F1 cutoff is a parameter: K = 2 -> A: hits 1, P = 1/2, R = 1/3, F1 = 2*(1/6)/(5/6) = 0.4;
+    # B: hits 1, P = 1/2, R = 1, F1 = 2/3
+    per2 = per_query_metrics(d, [0, 4], gallery, f1_k=2)
+    assert per2["F1"].tolist() == pytest.approx([0.4, 2 / 3])
+
+
+def test_ties_are_broken_by_gallery_order():
+    # all distances equal: the ranking is the gallery order itself
+    d = torch.zeros(1, 4)
+    # gallery labels 1 0 0 1, query label 0: rel = 0 1 1 0, n = 2
+    #   AP = (1/2 + 2/3)/2 = 0.583333, NN = 0, FT = hits@2/2 = 0.5
+    m = retrieval_metrics(d, [0], [1, 0, 0, 1])
+    assert m["mAP8"] == pytest.approx(7 / 12) and m["NN"] == 0 and m["FT"] == 0.5
+    # same multiset of labels, other order 0 1 1 0: rel = 1 0 0 1
+    #   AP = (1 + 2/4)/2 = 0.75, NN = 1, FT = 0.5
+    m = retrieval_metrics(d, [0], [0, 1, 1, 0])
+    assert m["mAP8"] == pytest.approx(0.75) and m["NN"] == 1 and m["FT"] == 0.5
+    # a partial tie on a longer row: items 2..9 at distance 1 (labels alternate), item 0 and 1 after
+    labels = [0, 0] + [3, 0] * 4
+    d = torch.tensor([[2.0, 2.0] + [1.0] * 8])
+    # ranking: indices 2..9 then 0, 1 -> labels 3 0 3 0 3 0 3 0 0 0 : relevant ranks 2 4 6 8 9 10
+    ranks = [2, 4, 6, 8, 9, 10]
+    ap = sum((i + 1) / r for i, r in enumerate(ranks)) / len(ranks)
+    assert retrieval_metrics(d, [0], labels)["mAP8"] == pytest.approx(ap)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exclude_self_leave_one_out(dtype):
+    # four items on a line at x = 0, 1, 3, 10 with labels 0 0 4 0; every item queries the others
+    x = torch.tensor([[0.0], [1.0], [3.0], [10.0]], dtype=dtype)
+    labels = [0, 0, 4, 0]
+    d = pairwise_distances(x, x)
+    d.fill_diagonal_(-1.0)  # the self column is removed by position, whatever its distance
+    with pytest.warns(RuntimeWarning, match="1 of 4 queries"):
+        m, per = retrieval_metrics(d, labels, labels, exclude_self=True, return_per_query=True)
+    # q0: others by distance 1 (d1, lab 0), 2 (d3, lab 4), 3 (d10, lab 0): rel 1 0 1, n = 2, G = 3
+    #     AP = (1 + 2/3)/2 = 5/6, NN = 1, FT = 1/2, ST = hits@min(4, 3)/2 = 1
+    # q1: others 0 (d1), 2 (d2), 3 (d9): rel 1 0 1 -> same as q0
+    # q2 (fear): no other fear image and no other negative image -> n = 0, left out (NaN)
+    # q3: others 2 (d7), 1 (d9), 0 (d10): rel 0 1 1: AP = (1/2 + 2/3)/2 = 7/12, NN = 0, FT = 1/2, ST = 1
+    assert torch.isnan(per["mAP8"][2]) and torch.isnan(per["mAP2"][2]) and torch.isnan(per["ANMRR"][2])
+    assert m["mAP8"] == pytest.approx((5 / 6 + 5 / 6 + 7 / 12) / 3)  # 0.75
+    assert m["mAP2"] == pytest.approx(0.75)  # polarity relevance is the same as emotion here
+    assert m["NN"] == pytest.approx(2 / 3)
+    assert m["FT"] == pytest.approx(0.5) and m["ST"] == pytest.approx(1.0)
+    # DCG: q0, q1 = (1 + 1/log2 3)/(1 + 1); q3 = (1/log2 2 + 1/log2 3)/2 -> all 0.815465
+    assert m["DCG"] == pytest.approx((1 + L2(3)) / 2)
+    # F1, K = min(32, 3) = 3: hits 2, n 2 -> P = 2/3, R = 1, F1 = 0.8
+    assert m["F1"] == pytest.approx(0.8)
+    # ANMRR: GTM = 2, K = min(8, 4) = 4 > G: nothing replaced
+    #   q0, q1: AVR = (1 + 3)/2 = 2, NMRR = (2 - 0.5 - 1)/(5 - 0.5 - 1) = 1/7
+    #   q3: AVR = 2.5, NMRR = 1/3.5 = 2/7  -> ANMRR = (1/7 + 1/7 + 2/7)/3 = 4/21
+    assert m["ANMRR"] == pytest.approx(4 / 21)
+
+    # without exclude_self each query finds itself first (its distance -1 is the smallest)
+    m_in = retrieval_metrics(d, labels, labels)
+    assert m_in["NN"] == 1.0
+
+
+def test_exclude_self_needs_square_problem():
+    with pytest.raises(ValueError, match="exclude_self"):
+        retrieval_metrics(torch.rand(3, 5), [0, 1, 2], [0, 1, 2, 3, 4], exclude_self=True)
+    with pytest.raises(ValueError, match="exclude_self"):
+        retrieval_metrics(torch.rand(3, 3), [0, 1, 2], [0, 1, 1], exclude_self=True)
+
+
+def test_anmrr_k_rule_with_different_ng():
+    # G = 11: four amusement (0), one fear (4), six awe (2)
+    gallery = [0, 0, 2, 2, 2, 2, 2, 4, 0, 0, 2]
+    # query A (label 0, NG = 4) ranks in index order: amusement at ranks 1 2 9 10
+    # query B (label 4, NG = 1) puts the fear image (index 7) at rank 6
+    d = ranking_distances([list(range(11)), [0, 1, 2, 3, 4, 7, 5, 6, 8, 9, 10]], 11)
+    per = per_query_metrics(d, [0, 4], gallery)
+    # GTM = 4.
+    # A: K = min(4*4, 2*4) = 8 (the GTM bound); ranks 9, 10 > 8 -> 1.25*8 = 10
+    #    AVR = (1 + 2 + 10 + 10)/4 = 5.75; NMRR = (5.75 - 0.5 - 2)/(10 - 0.5 - 2) = 3.25/7.5
+    # B: K = min(4*1, 8) = 4 (the NG bound); rank 6 > 4 -> 5; AVR = 5, NMRR = (5 - 1)/(5 - 1) = 1
+    assert per["ANMRR"].tolist() == pytest.approx([3.25 / 7.5, 1.0])
+    m = retrieval_metrics(d, [0, 4], gallery)
+    assert m["ANMRR"] == pytest.approx((3.25 / 7.5 + 1.0) / 2)  # 0.716667
+    assert LOWER_IS_BETTER == {"ANMRR"}
+
+
+def _sorted_by_label_rankings(q_labels, g_labels, worst_first=False):
+    """Rank same emotion first, then same polarity, then the rest (or the reverse)."""
+    orders = []
+    for ql in q_labels:
+        def key(j):
+            gl = g_labels[j]
+            return 0 if gl == ql else (1 if (gl >= 4) == (ql >= 4) else 2)
+        order = sorted(range(len(g_labels)), key=key, reverse=worst_first)
+        orders.append(order)
+    return ranking_distances(orders, len(g_labels))
+
+
+def test_perfect_ranking():
+    g = [0, 1, 2, 3, 4, 5, 6, 7] * 3 + [0, 4]
+    q = [0, 3, 4, 7, 5]
+    m = retrieval_metrics(_sorted_by_label_rankings(q, g), q, g)
+    for name in ("mAP8", "mAP2", "NN", "FT", "ST", "DCG"):
+        assert m[name] == pytest.approx(1.0), name
+    assert m["ANMRR"] == pytest.approx(0.0, abs=1e-12)
+    # F1 at K = min(32, 26) = 26: hits = n, so F1 = 2n/(26 + n): n = 4, 3, 4, 3, 3
+    assert m["F1"] == pytest.approx(np.mean([2 * n / (26 + n) for n in (4, 3, 4, 3, 3)]))
+
+
+def test_reversed_ranking_extremes():
+    # one query, 20 items, the 2 relevant ones (label 0) last, the others negative (label 4)
+    g = [4] * 18 + [0, 0]
+    d = torch.arange(20, dtype=torch.float32).unsqueeze(0)
+    m = retrieval_metrics(d, [0], g)
+    assert m["NN"] == 0 and m["FT"] == 0 and m["ST"] == 0
+    assert m["mAP8"] == pytest.approx((1 / 19 + 2 / 20) / 2)  # 0.076316
+    assert m["mAP2"] == pytest.approx(m["mAP8"])
+    assert m["DCG"] == pytest.approx((L2(19) + L2(20)) / 2)  # 0.233393
+    assert m["F1"] == pytest.approx(2 * 2 / (20 + 2))  # K = 20 catches both: P = 0.1, R = 1
+    # GTM = 2, K = min(8, 4) = 4, ranks 19 and 20 > 4 -> both 5: AVR = 5 and NMRR = 3.5/3.5 = 1 exactly
+    assert m["ANMRR"] == pytest.approx(1.0)
+
+    # shorter gallery: relevant at ranks 4, 5 of 5. K = 4: rank 4 stays, rank 5 -> 5
+    # AVR = 4.5, NMRR = (4.5 - 1.5)/(5 - 1.5) = 6/7 = 0.857143 (near 1, not 1: rank 4 is inside K)
+    m = retrieval_metrics(torch.arange(5.0).unsqueeze(0), [0], [4, 4, 4, 0, 0])
+    assert m["ANMRR"] == pytest.approx(6 / 7)
+    assert m["NN"] == 0
+
+    # several queries, worst-first ordering: NN = FT = 0 for every query
+    g = [0, 1, 2, 3, 4, 5, 6, 7] * 3
+    q = [0, 2, 5, 7]
+    m = retrieval_metrics(_sorted_by_label_rankings(q, g, worst_first=True), q, g)
+    assert m["NN"] == 0 and m["FT"] == 0
+    # same emotion at ranks 22..24 of 24; GTM = 3, K = min(12, 6) = 6, all ranks -> 7.5: NMRR = 1
+    assert m["ANMRR"] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- naive reference vs vectorised
+
+
+def naive_metrics(dist, q_labels, g_labels, exclude_self, f1_k):
+    """Straight per-query transcription of the spec with Python lists (stable sort = sorted())."""
+    dist = dist.tolist()
+    pol = lambda e: int(e >= 4)  # noqa: E731
+    n_by_query = []
+    rankings = []
+    for i, ql in enumerate(q_labels):
+        items = [j for j in range(len(g_labels)) if not (exclude_self and j == i)]
+        items = sorted(items, key=lambda j: dist[i][j])  # stable: ties keep gallery order
+        rankings.append(items)
+        n_by_query.append(sum(g_labels[j] == ql for j in items))
+    gtm = max(n_by_query)
+    out = {name: [] for name in METRIC_NAMES}
+    for i, ql in enumerate(q_labels):
+        items = rankings[i]
+        G = len(items)
+        rel = [int(g_labels[j] == ql) for j in items]
+        relp = [int(pol(g_labels[j]) == pol(ql)) for j in items]
+
+        def ap(r):
+            n, hits, s = sum(r), 0, 0.0
+            if n == 0:
+                return float("nan")
+            for k, x in enumerate(r, start=1):
+                if x:
+                    hits += 1
+                    s += hits / k
+            return s / n
+
+        out["mAP2"].append(ap(relp))
+        n = sum(rel)
+        if n == 0:
+            for name in METRIC_NAMES:
+                if name != "mAP2":
+                    out[name].append(float("nan"))
+            continue
+        out["mAP8"].append(ap(rel))
+        out["NN"].append(float(rel[0]))
+        out["FT"].append(sum(rel[:n]) / n)
+        out["ST"].append(sum(rel[:min(2 * n, G)]) / n)
+        dcg = rel[0] + sum(rel[k - 1] / math.log2(k) for k in range(2, G + 1))
+        ideal = 1 + sum(1 / math.log2(k) for k in range(2, n + 1))
+        out["DCG"].append(dcg / ideal)
+        K = min(f1_k, G)
+        hits = sum(rel[:K])
+        P, R = hits / K, hits / n
+        out["F1"].append(0.0 if hits == 0 else 2 * P * R / (P + R))
+        Ka = min(4 * n, 2 * gtm)
+        ranks = [k if k <= Ka else 1.25 * Ka for k in range(1, G + 1) if rel[k - 1]]
+        avr = sum(ranks) / n
+        out["ANMRR"].append((avr - 0.5 - n / 2) / (1.25 * Ka - 0.5 - n / 2))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("exclude_self", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])  # two ranking code paths
+def test_vectorised_matches_naive(seed, exclude_self, dtype):
+    rng = np.random.default_rng(seed)
+    n_q = int(rng.integers(5, 30))
+    n_g = n_q if exclude_self else int(rng.integers(3, 60))
+    # integer distances create many ties, so the stable order matters
+    dist = rng.integers(-2, 4, size=(n_q, n_g)).astype(dtype)
+    if exclude_self:
+        dist = (dist + dist.T) / 2
+    dist[(dist == 0) & (rng.random(dist.shape) < 0.5)] = -0.0  # -0.0 and +0.0 tie
+    dist[dist == 3] = np.inf
+    # few labels on a small gallery so some queries have no relevant item
+    g_labels = rng.integers(0, 8, size=n_g).tolist()
+    q_labels = g_labels if exclude_self else rng.integers(0, 8, size=n_q).tolist()
+    f1_k = int(rng.integers(1, 10))
+    ref = naive_metrics(torch.tensor(dist), q_labels, g_labels, exclude_self, f1_k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means, per = retrieval_metrics(dist, np.array(q_labels), np.array(g_labels), exclude_self=exclude_self,
+                                       f1_k=f1_k, chunk_size=3, return_per_query=True)
+        means_one_chunk = retrieval_metrics(torch.tensor(dist), torch.tensor(q_labels),
+                                            torch.tensor(g_labels), exclude_self=exclude_self, f1_k=f1_k)
+    for name in METRIC_NAMES:
+        expected = np.array(ref[name], dtype=np.float64)
+        np.testing.assert_allclose(per[name].numpy(), expected, rtol=1e-9, atol=1e-12, err_msg=name)
+        assert means[name] == pytest.approx(float(np.nanmean(expected)), abs=1e-12), name
+        assert means_one_chunk[name] == pytest.approx(means[name], abs=1e-12), name
+
+
+def test_float32_and_float64_rankings_agree():
+    # same values in both dtypes (exactly representable), with ties, negatives, -0.0 and infinities
+    rng = np.random.default_rng(5)
+    vals = np.array([-np.inf, -3.5, -1.0, -0.0, 0.0, 0.25, 1.0, 7.0, np.inf])
+    d = vals[rng.integers(0, len(vals), size=(50, 300))]
+    q = rng.integers(0, 8, 50)
+    g = rng.integers(0, 8, 300)
+    a = per_query_metrics(d.astype(np.float32), q, g, chunk_size=7)
+    b = per_query_metrics(d.astype(np.float64), q, g, chunk_size=50)
+    for name in METRIC_NAMES:
+        torch.testing.assert_close(a[name], b[name], equal_nan=True, msg=name)
+
+
+def test_queries_without_relevant_items():
+    d = torch.rand(3, 4)
+    with pytest.warns(RuntimeWarning, match="1 of 3 queries"):
+        m = retrieval_metrics(d, [0, 1, 7], [0, 1, 1, 4])  # no sadness (7) in the gallery
+    assert all(math.isfinite(v) for v in m.values())
+    with pytest.raises(ValueError, match="no query"):
+        retrieval_metrics(d, [5, 6, 7], [0, 1, 1, 4])
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="2-D"):
+        retrieval_metrics(torch.rand(4), [0], [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="query_labels"):
+        retrieval_metrics(torch.rand(2, 3), [0], [0, 1, 2])
+    with pytest.raises(ValueError, match="0..7"):
+        retrieval_metrics(torch.rand(1, 3), [0], [0, 1, 8])
+    with pytest.raises(ValueError, match="NaN"):
+        retrieval_metrics(torch.tensor([[0.0, float("nan")]]), [0], [0, 1])
+    with pytest.raises(ValueError, match="dimension"):
+        pairwise_distances(torch.rand(2, 3), torch.rand(2, 4))
+
+
+# ---------------------------------------------------------------- distances and the embed helper
+
+
+def test_pairwise_distances_matches_cdist():
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(37, 16, generator=gen, dtype=torch.float64)
+    g = torch.randn(53, 16, generator=gen, dtype=torch.float64)
+    ref = torch.cdist(q, g)
+    torch.testing.assert_close(pairwise_distances(q, g), ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(pairwise_distances(q, g, chunk_size=5), ref, rtol=1e-10, atol=1e-10)
+    # float32 numpy input, unit vectors as in the papers
+    qn = torch.nn.functional.normalize(q.float(), dim=1)
+    gn = torch.nn.functional.normalize(g.float(), dim=1)
+    out = pairwise_distances(qn.numpy(), gn.numpy())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.cdist(qn, gn), rtol=1e-4, atol=1e-3)
+    # identical rows: cancellation may go slightly negative before the sqrt; the clamp keeps it >= 0
+    self_d = pairwise_distances(qn, qn)
+    assert torch.isfinite(self_d).all() and (self_d >= 0).all()
+    assert self_d.diagonal().abs().max() < 1e-3
+
+
+def test_evaluate_embeddings():
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 8, (40,), generator=gen)
+    emb = torch.nn.functional.normalize(torch.randn(40, 8, generator=gen) + 2 * torch.eye(8)[labels], dim=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        loo = evaluate_embeddings(emb, labels)
+        ref = retrieval_metrics(pairwise_distances(emb, emb), labels, labels, exclude_self=True)
+        assert loo == ref
+        split = evaluate_embeddings(emb[:10], labels[:10], emb[10:], labels[10:], f1_k=5)
+        ref = retrieval_metrics(torch.cdist(emb[:10], emb[10:]), labels[:10], labels[10:], f1_k=5)
+    for name in METRIC_NAMES:
+        assert split[name] == pytest.approx(ref[name], abs=1e-6)
+    with pytest.raises(ValueError, match="gallery_labels"):
+        evaluate_embeddings(emb, labels, emb)
