@@ -1,0 +1,200 @@
+"""Attention head and output head of APSE (ICCV Sec. 3.1 / Fig. 3, Eq. 1; spec section "Network").
+
+On a feature map F (B, c, h, w) with K classes (K = 2 polarities at the low level, 8 emotions at the
+high level):
+
+1. ``A = sum_n F_n``                        :func:`channel_sum`        -> (B, h, w)
+2. ``Z = softmax_{h*w}(A / T)``             :func:`spatial_softmax`    -> spatial mask, sums to 1 (T: see below)
+3. ``F_hat = F * Z``                        :func:`apply_spatial_mask` -> (B, c, h, w)
+4. ``S = conv1x1(F_hat)``                   the only learned layer     -> (B, K, h, w)
+5. ``c = softmax(GAP(S))``                  :func:`class_confidences`  -> (B, K), rows sum to 1
+
+Output head (ICCV Eq. 1): ``U = norm(sum_j c_j S_j)`` (:func:`combine_class_maps`, :func:`normalise_map`)
+and the attended features ``F_a = F_hat * U``.
+
+``norm`` is left open by the papers; :data:`NORMS` are the project's options (spec): ``"minmax"``
+(default; per image to [0, 1], a soft mask, the one the book plots), ``"softmax"`` over the h*w
+positions, ``"l1"`` (divide by the sum of absolute values: sums to 1 for a non-negative map) and
+``"none"``.
+
+Deviation from the spec (step 2), and why. Taken literally, Z = softmax(A) is a one-hot mask on
+pretrained features: A sums hundreds or thousands of channels, so it varies by tens to hundreds of
+units between positions (measured on 32 FI images with ImageNet Lite0 at 224 px: the spatial std of A
+is 36 at conv3 and 199 at conv5, and the largest Z is 1.000 at every stage). F_hat is then zero
+everywhere but at the argmax of A, S is the conv bias elsewhere, and U can only rescale that single
+position: the attention head no longer shapes the embedding (with l2 normalisation a rescaling is
+invisible), and whenever U is ~0 there the attended features underflow (12 of those 32 embeddings are
+exactly zero with HA + CLB). So the default spatial softmax is taken over the *standardised* map,
+``temperature="std"``: Z = softmax((A - mean A) / std A), per image. That is a temperature equal to A's
+own spread: it does not depend on the backbone, the stage or the channel count, it keeps the ranking of
+positions (the same peaks are attended), and it gives a soft mask (median 1 / sum Z^2, the effective
+number of attended positions: 159 of 784 at conv3, 16 of 49 at conv5) with no dead embeddings.
+``temperature=1.0`` is the papers' formula exactly, and any positive number is a fixed temperature;
+the book's attention chapter can show all three.
+
+Scale: Z sums to 1, so F_hat = F * Z is about 1/(h w) of F. The projections that follow have no bias
+and end in l2 normalisation, so this scale does not matter for the embedding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "NORMS",
+    "channel_sum",
+    "spatial_softmax",
+    "apply_spatial_mask",
+    "class_confidences",
+    "combine_class_maps",
+    "normalise_map",
+    "emotion_to_polarity_confidence",
+    "AttentionResult",
+    "AttentionHead",
+]
+
+NORMS = ("minmax", "softmax", "l1", "none")
+
+
+def _check_map(x: torch.Tensor, name: str, dims: int = 4) -> None:
+    if x.dim() != dims:
+        shape = "(B, C, h, w)" if dims == 4 else "(B, h, w)"
+        raise ValueError(f"expected {name} of shape {shape}, got {tuple(x.shape)}")
+
+
+def channel_sum(features: torch.Tensor) -> torch.Tensor:
+    """Step 1: aggregation map ``A = sum over channels of F``; (B, c, h, w) -> (B, h, w)."""
+    _check_map(features, "features")
+    return features.sum(dim=1)
+
+
+def spatial_softmax(aggregation: torch.Tensor, temperature: float | str = 1.0, eps: float = 1e-6) -> torch.Tensor:
+    """Step 2: spatial mask ``Z = softmax over the h*w positions of A / T``; (B, h, w), sums to 1.
+
+    ``temperature`` T: a positive number (1 = the papers' formula), or ``"std"``: per image, T = the
+    standard deviation of A over positions (+ eps), i.e. the softmax of the standardised map
+    (A - mean) / std (the mean cancels in the softmax). See the module docstring for why.
+    """
+    _check_map(aggregation, "aggregation map", dims=3)
+    b, h, w = aggregation.shape
+    flat = aggregation.reshape(b, h * w)
+    if temperature == "std":
+        # correction=0: a 1x1 map (tiny inputs) has std 0, not NaN; a constant map gives a uniform Z.
+        flat = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True, correction=0) + eps)
+    elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature > 0:
+        flat = flat / temperature
+    else:
+        raise ValueError(f"expected a positive temperature or 'std', got {temperature!r}")
+    return flat.softmax(dim=1).reshape(b, h, w)
+
+
+def apply_spatial_mask(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Step 3 (and the output head's ``F_hat * U``): Hadamard product broadcast over channels."""
+    _check_map(features, "features")
+    _check_map(mask, "mask", dims=3)
+    return features * mask.unsqueeze(1)
+
+
+def class_confidences(class_maps: torch.Tensor) -> torch.Tensor:
+    """Step 5: ``c = softmax(GAP(S))``; (B, K, h, w) -> (B, K), each row sums to 1."""
+    _check_map(class_maps, "class maps")
+    return class_maps.mean(dim=(2, 3)).softmax(dim=1)
+
+
+def combine_class_maps(class_maps: torch.Tensor, confidences: torch.Tensor) -> torch.Tensor:
+    """Output head, inside the norm of ICCV Eq. 1: ``sum_j c_j S_j``; -> (B, h, w)."""
+    _check_map(class_maps, "class maps")
+    if confidences.shape != class_maps.shape[:2]:
+        raise ValueError(f"expected confidences of shape {tuple(class_maps.shape[:2])}, got "
+                         f"{tuple(confidences.shape)}")
+    return torch.einsum("bk,bkhw->bhw", confidences, class_maps)
+
+
+def normalise_map(attention: torch.Tensor, method: str = "minmax", eps: float = 1e-6) -> torch.Tensor:
+    """The ``norm`` of ICCV Eq. 1, per image, on a (B, h, w) map.
+
+    ``"minmax"``: (M - min + eps) / (max - min + eps), in (0, 1] with the maximum at exactly 1. The eps
+    in the numerator too makes a constant map (e.g. a 1x1 conv5 map of a tiny input) all ones, "no
+    spatial preference", instead of all zeros, which would zero the attended features.
+    ``"softmax"``: softmax over the h*w positions; ``"l1"``: M / (sum |M| + eps); ``"none"``: M.
+    """
+    _check_map(attention, "attention map", dims=3)
+    b, h, w = attention.shape
+    flat = attention.reshape(b, h * w)
+    if method == "minmax":
+        lo = flat.min(dim=1, keepdim=True).values
+        hi = flat.max(dim=1, keepdim=True).values
+        out = (flat - lo + eps) / (hi - lo + eps)
+    elif method == "softmax":
+        out = flat.softmax(dim=1)
+    elif method == "l1":
+        out = flat / (flat.abs().sum(dim=1, keepdim=True) + eps)
+    elif method == "none":
+        out = flat
+    else:
+        raise ValueError(f"expected an attention norm among {NORMS}, got {method!r}")
+    return out.reshape(b, h, w)
+
+
+def emotion_to_polarity_confidence(emotion_confidence: torch.Tensor) -> torch.Tensor:
+    """(B, 8) emotion probabilities in the papers' order -> (B, 2) polarity probabilities.
+
+    Sums the four positive (indices 0-3) and four negative (4-7) emotions; useful where a polarity
+    confidence is wanted (e.g. WEP weights) but no polarity head runs.
+    """
+    if emotion_confidence.dim() != 2 or emotion_confidence.shape[1] != 8:
+        raise ValueError(f"expected emotion confidences of shape (B, 8), got {tuple(emotion_confidence.shape)}")
+    return torch.stack([emotion_confidence[:, :4].sum(1), emotion_confidence[:, 4:].sum(1)], dim=1)
+
+
+@dataclass
+class AttentionResult:
+    """What :class:`AttentionHead` returns (every intermediate the book wants to show).
+
+    features: attended features F_a = F_hat * U (B, c, h, w); confidences: c (B, K);
+    attention_map: U (B, h, w); spatial_mask: Z (B, h, w); class_maps: S (B, K, h, w);
+    logits: GAP(S) (B, K), the pre-softmax scores.
+    """
+
+    features: torch.Tensor
+    confidences: torch.Tensor
+    attention_map: torch.Tensor
+    spatial_mask: torch.Tensor
+    class_maps: torch.Tensor
+    logits: torch.Tensor
+
+
+class AttentionHead(nn.Module):
+    """Attention head + output head at one level (ICCV Sec. 3.1, Fig. 3, Eq. 1).
+
+    ``AttentionHead(in_channels, num_classes, norm="minmax")``; ``forward(F)`` returns an
+    :class:`AttentionResult`. The 1x1 conv (with bias) is the only parameter.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, norm: str = "minmax", temperature: float | str = "std",
+                 eps: float = 1e-6):
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"expected an attention norm among {NORMS}, got {norm!r}")
+        spatial_softmax(torch.zeros(1, 1, 1), temperature)  # validates temperature with a clear error
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.norm, self.temperature, self.eps = norm, temperature, eps
+        self.classifier = nn.Conv2d(in_channels, num_classes, kernel_size=1)
+
+    def forward(self, features: torch.Tensor) -> AttentionResult:
+        _check_map(features, "features")
+        if features.shape[1] != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} feature channels, got {features.shape[1]}")
+        z = spatial_softmax(channel_sum(features), self.temperature)          # steps 1-2
+        f_hat = apply_spatial_mask(features, z)                                # step 3
+        s = self.classifier(f_hat)                                             # step 4
+        logits = s.mean(dim=(2, 3))
+        c = logits.softmax(dim=1)                                              # step 5
+        u = normalise_map(combine_class_maps(s, c), self.norm, self.eps)       # Eq. 1
+        return AttentionResult(features=apply_spatial_mask(f_hat, u), confidences=c, attention_map=u,
+                               spatial_mask=z, class_maps=s, logits=logits)
+
+    def extra_repr(self) -> str:
+        return f"norm={self.norm!r}, temperature={self.temperature}"

@@ -1,0 +1,239 @@
+"""The APSE network (TMM Fig. 3 and 4, ICCV Fig. 2; spec section "Network").
+
+    images -> backbone -> {low_stage: F1, high_stage: F2}
+           -> attention heads (polarity on F1, emotion on F2)  -> confidences, attention maps, F_a1, F_a2
+           -> fusion (CLB of F_a1 and F_a2 | concatenated GAPs | GAP of F_a2)  -> 512-d, l2-normalised
+
+Switches (ICCV Table 2 / TMM Table II, TMM Table IV):
+
+- ``attention="hierarchical"`` (HA): a K = 2 polarity head on ``low_stage`` and a K = 8 emotion head on
+  ``high_stage``. ``low_attention="emotion"`` supervises the low head with emotions instead (Table IV's
+  "conv_k (e) + conv5 (e)" rows); its outputs go to ``low_emotion_confidence`` / ``low_emotion_map``.
+- ``attention="emotion"`` (SA): the emotion head on ``high_stage`` only; the low level (if used) is raw.
+- ``attention="none"``: raw backbone features everywhere.
+- ``fusion="clb"``: :class:`apse.pooling.CrossLevelBilinear` of the two (attended) levels.
+- ``fusion="concat"`` (MO without CLB): GAP of both levels, concatenated, linear to ``embedding_dim``, l2.
+- ``fusion="single"`` (SO): GAP of the high level only, linear to ``embedding_dim``, l2. With
+  ``attention="hierarchical"`` the low head still runs (its confidences feed the losses).
+
+``low_stage`` may be any of conv2..conv5, including ``high_stage`` itself (Table IV's "conv5 + conv5").
+The model never sees labels; the polarity label is derived from the emotion label by the losses' caller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Iterator, Mapping
+
+import torch
+from torch import nn
+
+from apse.attention import AttentionHead
+from apse.backbones import STAGES, Backbone, build_backbone
+from apse.pooling import CrossLevelBilinear, global_average_pool, l2_normalise
+
+__all__ = ["APSEOutput", "APSENet", "ATTENTIONS", "FUSIONS", "LOW_ATTENTIONS"]
+
+ATTENTIONS = ("hierarchical", "emotion", "none")
+FUSIONS = ("clb", "concat", "single")
+LOW_ATTENTIONS = ("polarity", "emotion")
+NUM_POLARITIES, NUM_EMOTIONS = 2, 8
+
+
+@dataclass
+class APSEOutput:
+    """What :class:`APSENet` returns.
+
+    embedding: (B, D), l2-normalised. polarity_confidence: (B, 2) softmax probabilities of the low
+    (polarity) head, or None. emotion_confidence: (B, 8) of the high (emotion) head, or None.
+    polarity_map / emotion_map: the heads' attention maps U (B, h, w), or None.
+    low_emotion_confidence / low_emotion_map: the low head's outputs when it is an emotion head
+    (``low_attention="emotion"``), else None.
+    """
+
+    embedding: torch.Tensor
+    polarity_confidence: torch.Tensor | None = None
+    emotion_confidence: torch.Tensor | None = None
+    polarity_map: torch.Tensor | None = None
+    emotion_map: torch.Tensor | None = None
+    low_emotion_confidence: torch.Tensor | None = None
+    low_emotion_map: torch.Tensor | None = None
+
+    def attention_terms(self) -> list[tuple[str, torch.Tensor]]:
+        """[(level, confidences)] for the attention loss (ICCV Eq. 2): level is "polarity" or "emotion",
+        i.e. which labels supervise that confidence. Empty when the model has no attention head."""
+        terms = []
+        if self.polarity_confidence is not None:
+            terms.append(("polarity", self.polarity_confidence))
+        if self.low_emotion_confidence is not None:
+            terms.append(("emotion", self.low_emotion_confidence))
+        if self.emotion_confidence is not None:
+            terms.append(("emotion", self.emotion_confidence))
+        return terms
+
+    def detach(self) -> "APSEOutput":
+        return APSEOutput(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).detach())
+                             for f in fields(self)})
+
+
+class APSENet(nn.Module):
+    """APSE: backbone + hierarchical attention + cross-level fusion -> l2-normalised embedding.
+
+    ``APSENet(backbone="resnet50", pretrained=True, low_stage="conv3", high_stage="conv5",
+    attention="hierarchical", fusion="clb", embedding_dim=512, attention_norm="minmax",
+    low_attention="polarity", clb_reduce_low="auto", clb_reduce_high="auto", clb_reduction="linear",
+    attention_temperature="std")``.
+
+    ``attention_temperature="std"`` standardises the channel-sum map before the spatial softmax (a
+    documented deviation, see :mod:`apse.attention`); ``1.0`` is the papers' formula exactly.
+
+    ``backbone`` is a name for :func:`apse.backbones.build_backbone` (built with exactly the stages the
+    head consumes) or an already built :class:`apse.backbones.Backbone` whose stages include them
+    (``pretrained`` is then ignored).
+    Parameters are split into ``backbone`` and the head (everything else): see
+    :meth:`head_parameters`, :meth:`parameter_groups`, :meth:`freeze_backbone`.
+    """
+
+    def __init__(self, backbone: str | Backbone = "resnet50", pretrained=True, low_stage: str = "conv3",
+                 high_stage: str = "conv5", attention: str = "hierarchical", fusion: str = "clb",
+                 embedding_dim: int = 512, attention_norm: str = "minmax", low_attention: str = "polarity",
+                 clb_reduce_low="auto", clb_reduce_high="auto", clb_reduction: str = "linear",
+                 attention_temperature: float | str = "std"):
+        super().__init__()
+        for value, allowed, what in ((attention, ATTENTIONS, "attention"), (fusion, FUSIONS, "fusion"),
+                                     (low_attention, LOW_ATTENTIONS, "low_attention"),
+                                     (low_stage, STAGES, "low_stage"), (high_stage, STAGES, "high_stage")):
+            if value not in allowed:
+                raise ValueError(f"expected {what} among {allowed}, got {value!r}")
+        if STAGES.index(low_stage) > STAGES.index(high_stage):
+            raise ValueError(f"expected low_stage at or below high_stage, got {low_stage} above {high_stage}")
+        if embedding_dim <= 0:
+            raise ValueError(f"expected a positive embedding_dim, got {embedding_dim}")
+        self.low_stage, self.high_stage = low_stage, high_stage
+        self.attention, self.fusion, self.low_attention = attention, fusion, low_attention
+        self.embedding_dim, self.attention_norm = embedding_dim, attention_norm
+
+        uses_low = fusion != "single" or attention == "hierarchical"
+        self.stages = tuple(s for s in STAGES if s == high_stage or (uses_low and s == low_stage))
+
+        if isinstance(backbone, str):
+            backbone = build_backbone(backbone, pretrained=pretrained, stages=self.stages)
+        elif not isinstance(backbone, nn.Module) or not set(self.stages) <= set(getattr(backbone, "stages", ())):
+            raise ValueError(f"expected a backbone name or a Backbone module providing stages {self.stages}")
+        self.backbone = backbone
+        c_low, c_high = backbone.channels[low_stage], backbone.channels[high_stage]
+
+        head = dict(norm=attention_norm, temperature=attention_temperature)
+        self.low_head = None
+        self.high_head = None
+        if attention == "hierarchical":
+            k_low = NUM_POLARITIES if low_attention == "polarity" else NUM_EMOTIONS
+            self.low_head = AttentionHead(c_low, k_low, **head)
+        if attention in ("hierarchical", "emotion"):
+            self.high_head = AttentionHead(c_high, NUM_EMOTIONS, **head)
+
+        if fusion == "clb":
+            self.fuse = CrossLevelBilinear(c_low, c_high, embedding_dim, reduce_low=clb_reduce_low,
+                                           reduce_high=clb_reduce_high, reduction=clb_reduction)
+        else:
+            in_dim = c_high + (c_low if fusion == "concat" else 0)
+            # No bias: see apse.pooling (tiny attended features; scale removed by l2 anyway).
+            self.fuse = nn.Linear(in_dim, embedding_dim, bias=False)
+        self._backbone_frozen = False
+
+    # ------------------------------------------------------------------------------------------------
+    def forward_features(self, features: Mapping[str, torch.Tensor]) -> APSEOutput:
+        """Everything after the backbone, from ``{stage: map}`` (e.g. cached frozen-backbone features)."""
+        missing = [s for s in self.stages if s not in features]
+        if missing:
+            raise ValueError(f"expected feature maps for stages {self.stages}, missing {missing}")
+        out = APSEOutput(embedding=None)  # filled below
+        high = features[self.high_stage]
+        if self.high_head is not None:
+            res = self.high_head(high)
+            high, out.emotion_confidence, out.emotion_map = res.features, res.confidences, res.attention_map
+        low = features.get(self.low_stage)
+        if self.low_head is not None:
+            res = self.low_head(low)
+            low = res.features
+            if self.low_attention == "polarity":
+                out.polarity_confidence, out.polarity_map = res.confidences, res.attention_map
+            else:
+                out.low_emotion_confidence, out.low_emotion_map = res.confidences, res.attention_map
+
+        if self.fusion == "clb":
+            out.embedding = self.fuse(low, high)
+        elif self.fusion == "concat":
+            pooled = torch.cat([global_average_pool(low), global_average_pool(high)], dim=1)
+            out.embedding = l2_normalise(self.fuse(pooled))
+        else:
+            out.embedding = l2_normalise(self.fuse(global_average_pool(high)))
+        return out
+
+    def forward(self, images: torch.Tensor) -> APSEOutput:
+        return self.forward_features(self.backbone(images))
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, embedding_dim) l2-normalised embeddings in eval mode, no autograd; restores the mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(images).embedding
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------------------------------------
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        return self.backbone.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Everything but the backbone: attention heads, reductions, projection."""
+        for name, p in self.named_parameters():
+            if not name.startswith("backbone."):
+                yield p
+
+    def parameter_groups(self, backbone_lr: float | None = None, head_lr: float | None = None) -> list[dict]:
+        """Optimiser groups ``[{"name": "backbone", ...}, {"name": "head", ...}]``; trainable params only.
+
+        An ``lr`` key is set only where given (otherwise the optimiser's default applies); a frozen
+        backbone contributes no group.
+        """
+        groups = []
+        for name, params, lr in (("backbone", self.backbone_parameters(), backbone_lr),
+                                 ("head", self.head_parameters(), head_lr)):
+            params = [p for p in params if p.requires_grad]
+            if params:
+                group = {"name": name, "params": params}
+                if lr is not None:
+                    group["lr"] = lr
+                groups.append(group)
+        return groups
+
+    def freeze_backbone(self, frozen: bool = True) -> "APSENet":
+        """Stop gradients into the backbone and keep its BatchNorm statistics fixed (eval mode) even
+        while the model trains; ``freeze_backbone(False)`` undoes it."""
+        self._backbone_frozen = frozen
+        for p in self.backbone.parameters():
+            p.requires_grad_(not frozen)
+        self.train(self.training)
+        return self
+
+    def train(self, mode: bool = True) -> "APSENet":
+        super().train(mode)
+        if self._backbone_frozen:
+            self.backbone.eval()
+        return self
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts: backbone, attention heads, fusion/projection, total."""
+        count = lambda ps: sum(p.numel() for p in ps)  # noqa: E731
+        heads = [h for h in (self.low_head, self.high_head) if h is not None]
+        n = dict(backbone=count(self.backbone.parameters()),
+                 heads=sum(count(h.parameters()) for h in heads),
+                 projection=count(self.fuse.parameters()))
+        n["total"] = sum(n.values())
+        return n
+
+    def extra_repr(self) -> str:
+        return (f"stages={self.stages}, attention={self.attention!r}, low_attention={self.low_attention!r}, "
+                f"fusion={self.fusion!r}, embedding_dim={self.embedding_dim}")
