@@ -86,6 +86,6 @@ def train_toy(loss_fn: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int =
         opt.zero_grad()
         loss.backward()
         opt.step()
-        run.losses.append(float(loss))
+        run.losses.append(loss.item())
     model.eval()
     return run
