@@ -43,6 +43,7 @@ def to_image(x, mean=None, std=None) -> np.ndarray:
 
 def _frame(ax, color, width=4):
     for spine in ax.spines.values():
+        spine.set_visible(True)  # apse.notebook.setup() hides the top/right spines by default
         spine.set_edgecolor(color)
         spine.set_linewidth(width)
 
@@ -128,6 +129,7 @@ def plot_circle_embedding(embeddings, labels, ax=None, title: str | None = None,
     ax.set_xlim(-1.3, 1.3)
     ax.set_ylim(-1.3, 1.3)
     _blank(ax)
+    ax.spines[:].set_visible(False)  # the drawn circle is the frame; a box around it only adds clutter
     if title:
         ax.set_title(title)
     return ax
@@ -160,14 +162,20 @@ def overlay_attention(image, attention_map, ax=None, alpha: float = 0.5, cmap: s
 
 
 def heatmap(matrix, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None, ax=None,
-            title: str | None = None, fmt: str = ".2f", cmap: str = "viridis", annotate: bool = True):
-    """An annotated heat map (seaborn) of a small matrix, e.g. the WEP weights V^p, V^e."""
+            title: str | None = None, fmt: str = ".2f", cmap: str = "viridis", annotate: bool = True,
+            vmin: float | None = None, vmax: float | None = None):
+    """An annotated heat map (seaborn) of a small matrix, e.g. the WEP weights V^p, V^e.
+
+    `vmin`/`vmax` fix the colour scale (default: the matrix's own range); give several panels the
+    same values so that equal colours mean equal numbers across them.
+    """
     import seaborn as sns
 
     m = torch.as_tensor(matrix).detach().float().cpu().numpy()
     if ax is None:
         _, ax = plt.subplots(figsize=(0.55 * m.shape[1] + 1.5, 0.5 * m.shape[0] + 1))
     sns.heatmap(m, annot=annotate, fmt=fmt, cmap=cmap, ax=ax, cbar=True, annot_kws={"fontsize": 7},
+                vmin=vmin, vmax=vmax,
                 xticklabels=col_labels if col_labels is not None else "auto",
                 yticklabels=row_labels if row_labels is not None else "auto")
     if title:
@@ -192,3 +200,26 @@ def plot_history(history: Sequence[dict], keys: Sequence[str] = ("loss",), ax=No
 
 def polarity_legend_handles():
     return [plt.Line2D([], [], ls="", marker="o" if k == 0 else "^", color="0.3", label=p) for k, p in enumerate(POLARITIES)]
+
+
+def figure_to_jpeg(fig, quality: int = 80, dpi: float | None = None) -> bytes:
+    """Encode a figure as JPEG bytes (white background). Grids of photographs compress several times
+    better as JPEG than as PNG, which keeps notebooks with committed outputs small."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, facecolor="white")
+    buf.seek(0)
+    out = io.BytesIO()
+    with Image.open(buf) as im:
+        im.convert("RGB").save(out, format="JPEG", quality=int(quality), optimize=True)
+    return out.getvalue()
+
+
+def show_jpeg(fig, quality: int = 80, dpi: float | None = None) -> None:
+    """Display a figure in the notebook as a JPEG (see :func:`figure_to_jpeg`) and close it."""
+    from IPython.display import Image as IPyImage, display
+
+    data = figure_to_jpeg(fig, quality=quality, dpi=dpi)
+    plt.close(fig)
+    display(IPyImage(data=data, format="jpeg"))

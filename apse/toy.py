@@ -5,6 +5,10 @@ input space carries *no* polarity structure: whatever polarity grouping appears 
 embedding was put there by the loss. The network maps inputs to a 2-D l2-normalised embedding (a
 point on the unit circle, easy to draw) and, like APSENet, also predicts polarity and emotion
 confidences, which WEP and GEP need.
+
+The book's chapters 4-7 share everything here: the data (`make_toy_data`, `toy_split`), the
+training loop (`train_toy`) and the two ways of reading the circle (`circle_order`,
+`polarity_boundaries`), so that every chapter trains and measures the toy in exactly the same way.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from apse.emotions import NUM_EMOTIONS, NUM_POLARITIES, polarity_labels
+from apse.emotions import NUM_EMOTIONS, NUM_POLARITIES, polarity_labels, polarity_of
 
 
 def make_toy_data(n_per_class: int = 48, dim: int = 16, spread: float = 0.9, seed: int = 0):
@@ -26,6 +30,55 @@ def make_toy_data(n_per_class: int = 48, dim: int = 16, spread: float = 0.9, see
     y = torch.arange(NUM_EMOTIONS).repeat_interleave(n_per_class)
     X = centres[y] + spread * torch.randn(len(y), dim, generator=g)
     return X, y
+
+
+def toy_split(seed: int = 0, n_train: int = 48, spread: float = 0.9, dim: int = 16):
+    """Return (X_train, y_train, X_test, y_test): `n_train` training and `n_train` held-out points
+    per emotion.
+
+    Draws ``make_toy_data(n_per_class=2 * n_train, dim=dim, spread=spread, seed=seed)`` and holds out
+    the second half of each emotion's points. One seed fixes centres and points, so the training and
+    held-out sets share the clusters (like a random split of one dataset) and are disjoint.
+    """
+    if n_train < 4:
+        raise ValueError(f"n_train must be at least 4 (one balanced batch needs 4 per emotion), got {n_train}")
+    X, y = make_toy_data(n_per_class=2 * n_train, dim=dim, spread=spread, seed=seed)
+    # make_toy_data lists the emotions one after the other, so position within the emotion is index % 2n
+    held = torch.arange(len(y)) % (2 * n_train) >= n_train
+    return X[~held], y[~held], X[held], y[held]
+
+
+def _check_circle_inputs(embeddings, labels):
+    e = torch.as_tensor(embeddings).detach()
+    y = torch.as_tensor(labels).detach()
+    if e.ndim != 2 or e.shape[1] != 2 or e.shape[0] != len(y):
+        raise ValueError(f"expected (N, 2) embeddings with N = len(labels), got {tuple(e.shape)} and {len(y)} labels")
+    missing = [k for k in range(NUM_EMOTIONS) if not (y == k).any()]
+    if missing:
+        raise ValueError(f"every emotion 0..{NUM_EMOTIONS - 1} needs at least one point; missing {missing}")
+    return e, y
+
+
+def circle_order(embeddings, labels) -> list[int]:
+    """The emotions in the order they sit around the circle: sorted by the angle (counter-clockwise
+    from the positive x-axis, in (-pi, pi]) of each emotion's mean 2-D embedding.
+
+    The N-pair loss is blind to which emotion sits next to which; this order is what shows whether a
+    loss grouped the polarities (chapters 4-5 of the book).
+    """
+    e, y = _check_circle_inputs(embeddings, labels)
+    mean = torch.stack([e[y == k].mean(0) for k in range(NUM_EMOTIONS)])
+    return torch.atan2(mean[:, 1], mean[:, 0]).argsort().tolist()
+
+
+def polarity_boundaries(embeddings, labels) -> int:
+    """How many times the polarity changes going once round the circle (in `circle_order`).
+
+    2 when the four positive and the four negative emotions each occupy one arc, 8 when they
+    alternate; a random arrangement of 4 + 4 gives 8 * 4 / 7 ~ 4.6 on average. Always even.
+    """
+    pattern = [polarity_of(k) for k in circle_order(embeddings, labels)]
+    return sum(pattern[k] != pattern[(k + 1) % NUM_EMOTIONS] for k in range(NUM_EMOTIONS))
 
 
 class ToyNet(nn.Module):
@@ -59,14 +112,28 @@ class ToyRun:
 
 
 def train_toy(loss_fn: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int = 300, lr: float = 0.01,
-              lam: float = 0.5, seed: int = 0) -> ToyRun:
+              lam: float = 0.5, seed: int = 0, attention: bool | None = None) -> ToyRun:
     """Train a ToyNet with `loss_fn` (an `apse.losses` module) on balanced batches.
 
-    When the loss needs confidences (WEP, GEP), the confidence heads are trained with the attention
-    loss and the objective is lam * L_emb + (1 - lam) * L_att, as in the papers; otherwise the heads
-    are left out and only the embedding loss is optimised.
+    With the attention loss (ICCV Eq. 2) the confidence heads are trained too, and the objective is
+    lam * L_emb + (1 - lam) * L_att, as in the papers; without it only the embedding loss is optimised
+    and the heads keep their initial weights. `attention=None` (default) uses the attention loss iff
+    the loss needs confidences (WEP, adaptive GEP), which is what the papers do. `attention=True` or
+    `False` forces it either way: e.g. ``train_toy(EPLoss(), X, y, attention=True)`` is the control
+    "EP + attention loss" that separates the effect of training the heads (which shape the shared
+    hidden layers) from the effect of using their confidences in the loss.
+
+    The confidences are passed to the loss only when it needs them (`loss_fn.needs_confidences`);
+    the losses that use them detach them, so the heads learn from the attention loss alone.
+    Deterministic for a given `seed` (initial weights and batches), so ``steps=k`` reproduces step k
+    of a longer run.
     """
     from apse.losses import attention_loss
+
+    if attention is not None and not isinstance(attention, bool):
+        raise ValueError(f"attention must be None, True or False, got {attention!r}")
+    needs_conf = bool(getattr(loss_fn, "needs_confidences", False))
+    use_attention = needs_conf if attention is None else attention
 
     torch.manual_seed(seed)
     model = ToyNet(in_dim=X.shape[1])
@@ -78,11 +145,12 @@ def train_toy(loss_fn: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int =
         idx = next(batches)
         emb, pc, ec = model(X[idx])
         labels = y[idx]
-        if getattr(loss_fn, "needs_confidences", False):
+        confidences = (pc, ec) if needs_conf else ()
+        if use_attention:
             l_att = attention_loss(pc, polarity_labels(labels)) + attention_loss(ec, labels)
-            loss = lam * loss_fn(emb, labels, pc, ec) + (1 - lam) * l_att
+            loss = lam * loss_fn(emb, labels, *confidences) + (1 - lam) * l_att
         else:
-            loss = loss_fn(emb, labels)
+            loss = loss_fn(emb, labels, *confidences)
         opt.zero_grad()
         loss.backward()
         opt.step()
