@@ -1,0 +1,399 @@
+"""Training configuration: one dataclass, loaded from YAML and adjusted with ``key=value`` overrides.
+
+:class:`TrainConfig` is the only place a training run's settings live. Its defaults are the papers'
+protocol (spec, "Training and evaluation protocol"): ResNet-50 pretrained on ImageNet, SGD with
+lr 1e-3, momentum 0.9, weight decay 5e-4, lr x0.1 every 40 epochs, 100 epochs, batches of 8 emotions
+x 4 images, 256 px resize and 224 px crops, the GEP loss plus the attention loss with lambda = 0.5.
+
+A config round-trips through plain Python containers (:meth:`TrainConfig.to_dict` /
+:meth:`TrainConfig.from_dict`), so it can be stored inside a checkpoint that loads with
+``torch.load(..., weights_only=True)`` and inside ``results.json``.
+
+Loss and attention loss (spec, "Losses", total objective ``L = lam L_emb + (1 - lam) L_att``):
+
+* ``loss="apse"`` is the TMM method: the GEP loss plus the attention loss.
+* ``attention_loss`` decides whether ``L_att`` (cross-entropy of the attention confidences, ICCV
+  Eq. 2; the "AT" column of the ablation tables) is added. ``None`` (the default) means "automatic":
+  on for the APSE family of losses (``apse``, ``gep``, ``wep``, ``ep``) when the model has attention
+  heads, off otherwise. ``True`` switches it on for any embedding loss (the ablation rows "AT +
+  N-pair") and is an error when the model has no attention heads; ``False`` switches it off.
+* With the attention loss on, the objective is ``lam * L_emb + (1 - lam) * L_att``; with it off the
+  objective is ``L_emb`` alone (``lam`` is ignored rather than silently scaling the learning rate).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, Union
+
+BACKBONES = ("resnet50", "efficientnet_lite0")
+ATTENTIONS = ("hierarchical", "emotion", "none")
+FUSIONS = ("clb", "concat", "single")
+ATTENTION_NORMS = ("minmax", "softmax", "l1", "none")
+LOW_ATTENTIONS = ("polarity", "emotion")
+CLB_REDUCTIONS = ("linear", "bn_relu")
+STAGES = ("conv2", "conv3", "conv4", "conv5")
+#: Loss names accepted by :func:`apse.losses.build_loss`, plus ``"apse"`` (= GEP + attention loss).
+LOSSES = ("apse", "gep", "wep", "ep", "npair", "triplet", "contrastive", "softmax", "center", "binomial",
+          "arcface", "sphereface", "fastap", "softtriple", "yang")
+#: Losses of the APSE family: the attention loss is on by default for them (``attention_loss=None``).
+APSE_FAMILY = ("apse", "gep", "wep", "ep")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+PROTOCOLS = ("auto", "split", "loo")
+METRICS = ("mAP8", "mAP2", "NN", "FT", "ST", "DCG", "F1", "ANMRR")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid (raised with a one-sentence message)."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (see the module docstring for the loss switches)."""
+
+    # --- model (apse.model.APSENet) ---
+    backbone: str = "resnet50"                 # "resnet50" | "efficientnet_lite0"
+    pretrained: Union[bool, str] = True        # True = ImageNet weights, False = random, or a weights file
+    low_stage: str = "conv3"                   # low level of the hierarchy (spec: conv3 = layer2)
+    high_stage: str = "conv5"                  # high level (spec: conv5 = layer4)
+    attention: str = "hierarchical"            # "hierarchical" (HA) | "emotion" (SA) | "none"
+    low_attention: str = "polarity"            # low head supervised by "polarity" or "emotion" (TMM Tab. IV)
+    fusion: str = "clb"                        # "clb" | "concat" (MO) | "single" (SO)
+    attention_norm: str = "minmax"             # norm of the output-head map U: minmax|softmax|l1|none
+    attention_temperature: str = "std"         # spatial softmax Z: "std" (standardised map) or a number (1 = papers')
+    embedding_dim: int = 512
+    clb_reduce_low: str = "auto"               # CLB 1x1 reduction of the low level: auto | none | channels
+    clb_reduce_high: str = "auto"              # same for the high level
+    clb_reduction: str = "linear"              # "linear" | "bn_relu" (see apse.pooling)
+
+    # --- loss ---
+    loss: str = "apse"                         # see LOSSES; "apse" = GEP + attention loss
+    lam: float = 0.5                           # L = lam * L_emb + (1 - lam) * L_att
+    attention_loss: Optional[bool] = None      # None = automatic (see module docstring)
+    beta: Optional[float] = None               # GEP beta; None = adaptive beta_ij = exp(-w_ij)
+    loss_options: dict = field(default_factory=dict)   # further build_loss keyword arguments
+
+    # --- optimisation ---
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_step: int = 40                          # StepLR step size, epochs
+    lr_gamma: float = 0.1
+    epochs: int = 100
+    classes_per_batch: int = 8
+    samples_per_class: int = 4
+    batches_per_epoch: Optional[int] = None    # None = one pass over the training images
+    grad_clip: Optional[float] = None          # max gradient norm; None = no clipping (the papers')
+
+    # --- images ---
+    image_size: int = 224                      # crop size
+    resize: int = 256                          # images are resized to resize x resize first
+
+    # --- run ---
+    seed: int = 0
+    device: str = "auto"                       # "auto" = CUDA when available, else CPU
+    cache_features: bool = False               # frozen backbone: train the head on cached stage maps
+    feature_flips: bool = False                # also cache horizontally flipped training images
+    feature_cache: Optional[str] = None        # cache folder; None = $APSE_CACHE or ~/.cache/apse
+    amp: Optional[bool] = None                 # mixed precision; None = on for CUDA
+    channels_last: Optional[bool] = None       # None = on for CUDA
+    deterministic: bool = False                # torch.use_deterministic_algorithms (slower on CUDA)
+    num_workers: int = 2                       # DataLoader workers in image mode
+    batch_size_eval: int = 64                  # batch size for embedding evaluation sets
+
+    # --- protocol ---
+    split: str = "80/5/15"                     # train/val/test percentages (FI protocol)
+    split_seed: int = 0
+    folds: Optional[int] = None                # k of a k-fold protocol (None = random split)
+    fold: Optional[int] = None                 # which fold is held out (0..folds-1)
+    protocol: str = "auto"                     # test protocol: "split" | "loo"; auto = loo for folds
+    eval_every: int = 1                        # validate every n epochs (and after the last)
+    select_on: str = "mAP8"                    # validation metric that chooses the epoch
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "TrainConfig":
+        """Check every value; raise :class:`ConfigError` with one sentence on the first bad one."""
+        for f in fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), _field_types()[f.name]))
+        _choice("backbone", self.backbone, BACKBONES)
+        _choice("attention", self.attention, ATTENTIONS)
+        _choice("low_attention", self.low_attention, LOW_ATTENTIONS)
+        _choice("clb_reduction", self.clb_reduction, CLB_REDUCTIONS)
+        for name in ("clb_reduce_low", "clb_reduce_high"):
+            self.model_kwargs_value(name)  # validates
+        self.temperature_value()
+        _choice("fusion", self.fusion, FUSIONS)
+        _choice("low_stage", self.low_stage, STAGES)
+        _choice("high_stage", self.high_stage, STAGES)
+        if STAGES.index(self.low_stage) > STAGES.index(self.high_stage):
+            raise ConfigError(f"low_stage ({self.low_stage}) must not be deeper than high_stage ({self.high_stage})")
+        _choice("attention_norm", self.attention_norm, ATTENTION_NORMS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("protocol", self.protocol, PROTOCOLS)
+        _choice("select_on", self.select_on, METRICS)
+        for name in ("embedding_dim", "epochs", "classes_per_batch", "samples_per_class", "image_size",
+                     "resize", "lr_step", "eval_every", "batch_size_eval"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
+            raise ConfigError(f"batches_per_epoch must be positive or null, got {self.batches_per_epoch}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not 0.0 <= self.lam <= 1.0:
+            raise ConfigError(f"lam must lie in [0, 1], got {self.lam}")
+        if self.beta is not None and not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"beta must lie in [0, 1] or be null (adaptive), got {self.beta}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.image_size > self.resize:
+            raise ConfigError(f"image_size ({self.image_size}) must not exceed resize ({self.resize})")
+        if self.samples_per_class % 2:
+            raise ConfigError("samples_per_class must be even: images 1-2, 3-4, ... of each emotion form "
+                              f"anchor/positive pairs, got {self.samples_per_class}")
+        self.split_fractions()  # validates the split string
+        if self.folds is not None:
+            if self.folds < 2:
+                raise ConfigError(f"folds must be at least 2, got {self.folds}")
+            if self.fold is None or not 0 <= self.fold < self.folds:
+                raise ConfigError(f"fold must be in 0..{self.folds - 1} when folds={self.folds}, "
+                                  f"got {self.fold}")
+        elif self.fold is not None:
+            raise ConfigError("fold is set but folds is not; set both (e.g. folds=5 fold=0)")
+        return self
+
+    def split_fractions(self) -> tuple[float, float, float]:
+        """The ``split`` string (e.g. ``"80/5/15"``) as train/val/test fractions summing to 1."""
+        text = str(self.split).replace(",", "/").replace(" ", "")
+        try:
+            parts = tuple(float(p) for p in text.split("/"))
+        except ValueError:
+            parts = ()
+        if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) <= 0 or parts[0] <= 0:
+            raise ConfigError(f"split must be three non-negative train/val/test shares such as "
+                              f"'80/5/15', got {self.split!r}")
+        total = sum(parts)
+        return tuple(p / total for p in parts)  # type: ignore[return-value]
+
+    def model_kwargs_value(self, name: str) -> Any:
+        """``clb_reduce_*`` as APSENet expects it: "auto", None (no reduction) or a channel count."""
+        text = str(getattr(self, name)).strip().lower()
+        if text == "auto":
+            return "auto"
+        if text in _NULLS or text == "0":
+            return None
+        if text.isdigit():
+            return int(text)
+        raise ConfigError(f"{name} must be 'auto', 'none' or a number of channels, got {getattr(self, name)!r}")
+
+    def temperature_value(self) -> float | str:
+        """``attention_temperature`` as APSENet expects it: ``"std"`` or a positive float."""
+        text = str(self.attention_temperature).strip().lower()
+        if text == "std":
+            return "std"
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise ConfigError(f"attention_temperature must be 'std' or a positive number, got "
+                              f"{self.attention_temperature!r}")
+        return value
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`apse.model.APSENet` for this config."""
+        return dict(backbone=self.backbone, pretrained=self.pretrained, low_stage=self.low_stage,
+                    high_stage=self.high_stage, attention=self.attention, fusion=self.fusion,
+                    embedding_dim=self.embedding_dim, attention_norm=self.attention_norm,
+                    low_attention=self.low_attention, clb_reduce_low=self.model_kwargs_value("clb_reduce_low"),
+                    clb_reduce_high=self.model_kwargs_value("clb_reduce_high"), clb_reduction=self.clb_reduction,
+                    attention_temperature=self.temperature_value())
+
+    def resolved_attention_loss(self, model_has_heads: bool) -> bool:
+        """Whether the attention loss is used, for a model with or without attention heads."""
+        if self.attention_loss is None:
+            return model_has_heads and self.loss in APSE_FAMILY
+        if self.attention_loss and not model_has_heads:
+            raise ConfigError("attention_loss=true needs a model with attention heads "
+                              "(attention=hierarchical or emotion), but attention=none")
+        return bool(self.attention_loss)
+
+    def embedding_loss_name(self) -> str:
+        """Name for :func:`apse.losses.build_loss` (``"apse"`` is GEP)."""
+        return "gep" if self.loss == "apse" else self.loss
+
+    def resolved_protocol(self) -> str:
+        """Test protocol: ``"split"`` (test queries vs training gallery) or ``"loo"``."""
+        if self.protocol != "auto":
+            return self.protocol
+        return "loo" if self.folds is not None else "split"
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (safe for JSON and for ``torch.load(weights_only=True)``)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build a config from a dict; unknown keys are an error that lists the valid ones."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a mapping of key: value, got {type(data).__name__}")
+        unknown = [k for k in data if k not in _field_types()]
+        if unknown:
+            raise ConfigError(_unknown_message(unknown[0]))
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed (validated)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a :class:`TrainConfig` from a YAML file (missing keys keep their defaults)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...]) -> TrainConfig:
+    """Return a copy of ``config`` with ``["key=value", ...]`` applied.
+
+    Values are converted to the field's type (``lr=1e-4``, ``pretrained=false``,
+    ``batches_per_epoch=null``, ``split=70/10/20``, ``loss_options={margin: 0.3}``).
+    """
+    import yaml
+
+    data = config.to_dict()
+    types_ = _field_types()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in types_:
+            raise ConfigError(_unknown_message(key))
+        value: Any = raw.strip()
+        if _is_dict_type(types_[key]):
+            try:
+                value = yaml.safe_load(raw) or {}
+            except yaml.YAMLError:
+                raise ConfigError(f"{key} expects a mapping such as {{margin: 0.3}}, got {raw!r}") from None
+        data[key] = value
+    return TrainConfig.from_dict(data)
+
+
+# ---------------------------------------------------------------------- helpers
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+
+
+def _unknown_message(key: str) -> str:
+    return f"unknown config key {key!r}; valid keys are: {', '.join(_field_types())}"
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _is_dict_type(tp: Any) -> bool:
+    return tp is dict or typing.get_origin(tp) is dict
+
+
+_NULLS = {"none", "null", "~", ""}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` (possibly a string from the command line or YAML) to the type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args:
+            if value is None or (isinstance(value, str) and value.strip().lower() in _NULLS):
+                return None
+            args = tuple(a for a in args if a is not type(None))
+        if len(args) == 1:
+            return _coerce(name, value, args[0])
+        # Union[bool, str] (``pretrained``): booleans first, anything else is a path.
+        if bool in args and str in args:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip()
+            if text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
+            return text
+        raise ConfigError(f"{name}: unsupported type {tp}")  # pragma: no cover
+    if _is_dict_type(tp):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} expects a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"{name} expects true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} expects an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            as_float = float(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{name} expects an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"{name} expects an integer, got {value!r}")
+        return int(as_float)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} expects a number, got {value!r}")
+        try:
+            return float(str(value).strip()) if not isinstance(value, (int, float)) else float(value)
+        except ValueError:
+            raise ConfigError(f"{name} expects a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (list, tuple)):  # e.g. ``split: [80, 5, 15]`` in YAML
+            return "/".join(str(v) for v in value)
+        if value is None or isinstance(value, (dict, bool)):
+            raise ConfigError(f"{name} expects a string, got {value!r}")
+        return str(value).strip()
+    return value  # pragma: no cover
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+__all__ = ["TrainConfig", "ConfigError", "load_config", "apply_overrides", "LOSSES", "APSE_FAMILY",
+           "BACKBONES", "METRICS"]

@@ -1,0 +1,223 @@
+"""The papers' two evaluation protocols, and k-fold summaries (spec, "Training and evaluation protocol").
+
+* **Split** (FI): every test image queries the *training* images; :func:`evaluate_split`.
+* **Leave-one-out** (IAPSa, ArtPhoto, Abstract): every image queries all the others;
+  :func:`leave_one_out`.
+* **k-fold**: :func:`run_folds` calls a function once per fold and :func:`summarise` reduces the
+  per-fold metric dicts to mean and standard deviation.
+
+Retrieval is by Euclidean distance between the l2-normalised embeddings (:mod:`apse.metrics`).
+Everything here works for image datasets (items ``(image tensor, label)``) and for cached-feature
+datasets (items ``(dict stage -> feature map, label)``, embedded with ``model.forward_features``).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from apse.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_embeddings
+
+__all__ = ["embed_dataset", "evaluate_split", "leave_one_out", "evaluate_embeddings_split", "run_folds",
+           "summarise", "format_metrics", "METRIC_NAMES", "LOWER_IS_BETTER"]
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    # DistributedDataParallel / DataParallel keep the real network in `.module`.
+    return getattr(model, "module", model)
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """Labels of a dataset without loading its images (uses ``.targets`` / ``.labels`` / Subsets)."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        parent = dataset_labels(dataset.dataset)
+        return parent[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+    for attr in ("targets", "labels"):
+        values = getattr(dataset, attr, None)
+        if values is not None:
+            return torch.as_tensor(values if torch.is_tensor(values) else list(values), dtype=torch.long)
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+@torch.no_grad()
+def embed_dataset(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    *,
+    num_workers: int = 0,
+    amp: bool = False,
+    channels_last: bool = False,
+    progress: bool = True,
+    desc: str = "embed",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embed every item of ``dataset``; returns ``(embeddings (N, D) float32 on CPU, labels (N,))``.
+
+    Items are ``(image, label)`` (embedded with ``model(images).embedding``) or ``(features: dict
+    stage -> tensor, label)`` (embedded with ``model.forward_features``). The model is put in eval
+    mode for the pass and its previous mode restored afterwards. ``device`` defaults to the model's.
+    """
+    net = _unwrap(model)
+    device = torch.device(device) if device is not None else _model_device(net)
+    if len(dataset) == 0:
+        raise ValueError("cannot embed an empty dataset; check the split fractions and the data folder")
+    loader = _batches(dataset, batch_size, num_workers, device)
+    was_training = net.training
+    net.eval()
+    autocast = (torch.autocast(device_type=device.type, dtype=_amp_dtype(device))
+                if amp and device.type == "cuda" else contextlib.nullcontext())
+    embeddings, labels = [], []
+    try:
+        for inputs, target in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            with autocast:
+                if isinstance(inputs, dict):
+                    inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+                    out = net.forward_features(inputs)
+                else:
+                    inputs = inputs.to(device, non_blocking=True)
+                    if channels_last and inputs.dim() == 4:
+                        inputs = inputs.contiguous(memory_format=torch.channels_last)
+                    out = net(inputs)
+            emb = out.embedding if hasattr(out, "embedding") else out
+            embeddings.append(emb.float().cpu())
+            labels.append(torch.as_tensor(target, dtype=torch.long).cpu())
+    finally:
+        net.train(was_training)
+    return torch.cat(embeddings), torch.cat(labels)
+
+
+def _batches(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device):
+    """Batches of ``dataset`` in order. Cached features (a FeatureDataset, or a Subset of one) are
+    gathered with ``get_batch``: much faster than collating thousands of per-item dicts."""
+    base, indices = dataset, None
+    while isinstance(base, torch.utils.data.Subset):
+        sub = [int(i) for i in base.indices]
+        indices = sub if indices is None else [sub[i] for i in indices]
+        base = base.dataset
+    if hasattr(base, "get_batch") and not getattr(base, "training", False):
+        return _GatheredBatches(base, list(range(len(base))) if indices is None else indices, batch_size)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=device.type == "cuda")
+
+
+class _GatheredBatches:
+    def __init__(self, base, indices: list[int], batch_size: int):
+        self.base, self.indices, self.batch_size = base, indices, batch_size
+
+    def __len__(self) -> int:
+        return (len(self.indices) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        for s in range(0, len(self.indices), self.batch_size):
+            yield self.base.get_batch(self.indices[s:s + self.batch_size])
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def evaluate_embeddings_split(query_emb, query_labels, gallery_emb, gallery_labels, **kw) -> dict[str, float]:
+    """Metrics of queries against a separate gallery (thin alias of :func:`apse.metrics.evaluate_embeddings`)."""
+    return evaluate_embeddings(query_emb, query_labels, gallery_emb, gallery_labels, exclude_self=False, **kw)
+
+
+def evaluate_split(
+    model: torch.nn.Module,
+    train_set: Dataset,
+    test_set: Dataset,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    f1_k: int = 32,
+    progress: bool = True,
+    **embed_kw: Any,
+) -> dict[str, float]:
+    """FI protocol: every image of ``test_set`` queries the images of ``train_set``.
+
+    Returns the eight metrics of :func:`apse.metrics.retrieval_metrics` (python floats).
+    """
+    gallery, gallery_labels = embed_dataset(model, train_set, batch_size, device, progress=progress,
+                                            desc="embed gallery", **embed_kw)
+    queries, query_labels = embed_dataset(model, test_set, batch_size, device, progress=progress,
+                                          desc="embed queries", **embed_kw)
+    return evaluate_embeddings(queries, query_labels, gallery, gallery_labels, exclude_self=False, f1_k=f1_k)
+
+
+def leave_one_out(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    f1_k: int = 32,
+    progress: bool = True,
+    **embed_kw: Any,
+) -> dict[str, float]:
+    """Small-dataset protocol: every image of ``dataset`` queries all the others (itself excluded)."""
+    emb, labels = embed_dataset(model, dataset, batch_size, device, progress=progress, **embed_kw)
+    return evaluate_embeddings(emb, labels, None, None, f1_k=f1_k)
+
+
+def summarise(results: Sequence[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of each metric over folds: ``{metric: (mean, std)}``.
+
+    The standard deviation is the sample one (``ddof=1``; 0.0 for a single fold), the spread one
+    would expect between repetitions. Metrics missing from some dicts are summarised over the
+    dicts that have them.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("summarise needs at least one metrics dict")
+    names = [m for m in METRIC_NAMES if any(m in r for r in results)]
+    names += sorted({k for r in results for k in r} - set(names))
+    out: dict[str, tuple[float, float]] = {}
+    for name in names:
+        values = torch.tensor([float(r[name]) for r in results if name in r], dtype=torch.float64)
+        std = float(values.std(unbiased=True)) if len(values) > 1 else 0.0
+        out[name] = (float(values.mean()), std)
+    return out
+
+
+def run_folds(fn: Callable[[int], dict[str, float]], folds: int | Iterable[int]) -> dict[str, Any]:
+    """Run ``fn(fold)`` for each fold and summarise.
+
+    Args:
+        fn: called with the fold index, returns that fold's metric dict (e.g. train on the other
+            folds, then :func:`leave_one_out` on the held-out one).
+        folds: number of folds k (runs 0..k-1) or an iterable of fold indices.
+
+    Returns:
+        ``{"folds": [metrics of each fold], "summary": {metric: (mean, std)}}``.
+    """
+    indices = range(folds) if isinstance(folds, int) else list(folds)
+    per_fold = [dict(fn(i)) for i in indices]
+    return {"folds": per_fold, "summary": summarise(per_fold)}
+
+
+def format_metrics(metrics: dict[str, Any], digits: int = 4) -> str:
+    """A one-line ``mAP8 0.1234  mAP2 ...`` rendering (values or ``(mean, std)`` pairs)."""
+    parts = []
+    for name in list(METRIC_NAMES) + sorted(set(metrics) - set(METRIC_NAMES)):
+        if name not in metrics:
+            continue
+        value = metrics[name]
+        if isinstance(value, (tuple, list)):
+            parts.append(f"{name} {value[0]:.{digits}f}±{value[1]:.{digits}f}")
+        elif isinstance(value, float) and not math.isnan(value):
+            parts.append(f"{name} {value:.{digits}f}")
+        else:
+            parts.append(f"{name} {value}")
+    return "  ".join(parts)

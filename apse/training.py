@@ -1,0 +1,817 @@
+"""Training APSE: the papers' protocol end to end (spec, "Training and evaluation protocol").
+
+:func:`train` (or :class:`Trainer`) takes a :class:`~apse.config.TrainConfig`, a dataset folder (one
+sub-folder per emotion) and an output folder, and
+
+1. splits the images (stratified 80/5/15 by default), or takes one fold of a stratified k-fold protocol
+   (``folds``/``fold``: the held-out fold is the test set, and the train/val shares of ``split`` carve a
+   stratified validation set out of the training folds, never out of the held-out one);
+2. builds :class:`~apse.model.APSENet` and the loss of :func:`~apse.losses.build_loss`, plus the attention
+   loss weighted by ``lam`` (``L = lam L_emb + (1 - lam) L_att``, ICCV Eq. 10; see :mod:`apse.config`);
+3. trains with SGD + StepLR on balanced batches of 8 emotions x 4 images
+   (:class:`~apse.data.BalancedBatchSampler`), either on images (random crops and flips) or, with
+   ``cache_features=True``, on feature maps of a frozen backbone extracted once and cached on disk;
+4. validates every ``eval_every`` epochs (validation images query the *training* gallery) and keeps the
+   epoch with the best validation ``select_on`` metric; the test split plays no part in that choice;
+5. evaluates the chosen model on the test split exactly once, at the end (every test image queries the
+   training gallery; or, ``protocol="loo"``, the default for k-fold, every test image queries all the
+   other test images);
+6. writes ``checkpoint.pt`` atomically after every epoch (model, optimiser, scheduler, RNG states,
+   history, config, best model so far) so that ``resume=True`` continues a killed run to exactly the
+   result of an uninterrupted one, and at the end ``model.pt`` (chosen model + config) and
+   ``results.json`` (config, history, chosen epoch, test metrics, wall time, versions).
+
+Everything written is plain tensors and Python containers: ``torch.load(path, weights_only=True)``
+reads it, no pickled code. :func:`load_model` turns ``model.pt`` or ``checkpoint.pt`` back into a model.
+
+Reproducibility: every epoch starts by seeding ``torch``, ``numpy`` and ``random`` from (seed, epoch,
+rank) and the sampler from (seed, epoch), so an epoch's batches, augmentations and dropout do not depend
+on what ran before it; with the saved model/optimiser/scheduler states, a resumed run retraces the
+uninterrupted one step for step (bit for bit on CPU; on CUDA set ``deterministic=True`` for that).
+
+Distributed: launched with ``torchrun --nproc_per_node N -m apse train ...`` (``WORLD_SIZE > 1``) the
+trainer joins a process group (NCCL on CUDA, Gloo on CPU), wraps the model in DistributedDataParallel and
+gives each rank a disjoint share of every epoch's balanced batches; only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from tqdm.auto import tqdm
+
+from apse.config import ConfigError, TrainConfig
+from apse.emotions import polarity_labels
+
+__all__ = ["Trainer", "train", "load_model", "build_model", "TrainingDiverged", "seed_everything",
+           "resolve_device", "CHECKPOINT_NAME", "MODEL_NAME", "RESULTS_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+MODEL_NAME = "model.pt"
+RESULTS_NAME = "results.json"
+_CHECKPOINT_FORMAT = "apse-checkpoint"
+_MODEL_FORMAT = "apse-model"
+_FEATURES_FORMAT_VERSION = 1
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# small utilities
+# ---------------------------------------------------------------------------------------------------
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available; use device=auto or device=cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed ``random``, ``numpy`` and ``torch`` (all devices)."""
+    seed = int(seed) % (2**32)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _derived_seed(*parts: int) -> int:
+    # A stable mix of (seed, epoch, rank, ...) into 32 bits: consecutive seeds must not give
+    # overlapping streams, which a plain sum could.
+    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def rng_states() -> dict[str, Any]:
+    """RNG states of python, numpy and torch (CPU and CUDA) as tensors and plain containers."""
+    version, state, gauss = random.getstate()
+    np_state = np.random.get_state()
+    out = {
+        "python": [version, list(state), gauss],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned."""
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str | None:
+    """The git commit of the checkout holding ``path`` (default: this package), ``+dirty`` if modified."""
+    where = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        if not commit:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    # Write next to the target then rename: a run killed mid-write leaves the previous file intact.
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if torch.is_tensor(value):
+        return _json_safe(value.tolist())
+    return value
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def build_model(config: TrainConfig, pretrained: Any = None) -> nn.Module:
+    """The :class:`~apse.model.APSENet` described by ``config`` (``pretrained`` overrides the config's)."""
+    from apse.model import APSENet
+
+    kwargs = config.model_kwargs()
+    if pretrained is not None:
+        kwargs["pretrained"] = pretrained
+    return APSENet(**kwargs)
+
+
+def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """Load ``model.pt`` (the chosen model) or ``checkpoint.pt`` (latest epoch) -> ``(model in eval mode, config)``.
+
+    Reads with ``weights_only=True``; the backbone is built without downloading weights since the file
+    holds all of them.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path} is not an apse checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or data.get("format") not in (_MODEL_FORMAT, _CHECKPOINT_FORMAT):
+        raise ValueError(f"{path} is not an apse checkpoint (expected a model.pt or checkpoint.pt written by apse)")
+    config = TrainConfig.from_dict(data["config"])
+    model = build_model(config, pretrained=False)
+    model.load_state_dict(data["model"])
+    model.to(device).eval()
+    return model, config
+
+
+def _model_has_heads(model: nn.Module) -> bool:
+    return getattr(model, "attention", "none") != "none"
+
+
+# ---------------------------------------------------------------------------------------------------
+# distributed helpers
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_name: str = "auto") -> DistInfo:
+    """Join the process group when launched by torchrun (``WORLD_SIZE > 1``); a no-op otherwise."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, False)
+    use_cuda = torch.cuda.is_available() and device_name in ("auto",) or str(device_name).startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the loss computation as one module (so DistributedDataParallel also syncs a loss's own weights)
+# ---------------------------------------------------------------------------------------------------
+class TrainStep(nn.Module):
+    """Model + embedding loss + attention loss: ``forward(inputs, labels) -> (total, L_emb, L_att)``.
+
+    ``inputs`` are images, or a dict stage -> feature map in cached-feature mode. The attention loss
+    is ICCV Eq. 2 summed over the model's heads (polarity labels for the low head, emotion labels for
+    the high one) and the total is ``lam L_emb + (1 - lam) L_att`` (ICCV Eq. 10) when it is used.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, use_attention_loss: bool, lam: float,
+                 features: bool = False):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+        self.use_attention_loss, self.lam, self.features = use_attention_loss, float(lam), features
+
+    def forward(self, inputs, labels: torch.Tensor):
+        from apse.losses import apse_objective, attention_loss
+
+        out = self.model.forward_features(inputs) if self.features else self.model(inputs)
+        # Losses in float32 even under autocast: logs/exps of similarities are precision-sensitive.
+        f32 = lambda t: None if t is None else t.float()  # noqa: E731
+        l_emb = self.loss_fn(out.embedding.float(), labels, f32(out.polarity_confidence),
+                             f32(out.emotion_confidence))
+        if self.use_attention_loss:
+            terms = out.attention_terms()
+            l_att = sum(attention_loss(conf.float(), polarity_labels(labels) if level == "polarity" else labels)
+                        for level, conf in terms)
+            total = apse_objective(l_emb, l_att, self.lam)
+        else:
+            l_att = torch.zeros((), device=l_emb.device)
+            total = l_emb
+        return total, l_emb.detach(), l_att.detach()
+
+
+# ---------------------------------------------------------------------------------------------------
+# data preparation
+# ---------------------------------------------------------------------------------------------------
+def dataset_fingerprint(samples: Sequence[tuple[str, int]]) -> str:
+    """Hash of the image list (relative paths, labels, file sizes): keys the feature cache."""
+    h = hashlib.sha256()
+    paths = [Path(p) for p, _ in samples]
+    root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
+    for (p, label), path in zip(samples, paths):
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = -1
+        h.update(f"{path.relative_to(root) if root in path.parents else path}|{label}|{size}\n".encode())
+    return h.hexdigest()
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("APSE_CACHE", Path.home() / ".cache" / "apse")) / "features"
+
+
+def _with_transform(dataset: Dataset, transform) -> Dataset:
+    clone = copy.copy(dataset)
+    clone.transform = transform
+    return clone
+
+
+class _FeatureBatches:
+    """Batches of a Subset of a FeatureDataset, gathered with ``get_batch`` (no per-item collation)."""
+
+    def __init__(self, subset: Subset, batch_sampler):
+        self.features, self.indices, self.batch_sampler = subset.dataset, list(subset.indices), batch_sampler
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        for batch in self.batch_sampler:
+            yield self.features.get_batch([self.indices[i] for i in batch])
+
+
+class Trainer:
+    """One training run; see the module docstring. Most users call :func:`train`.
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+        data: dataset folder (one sub-folder per emotion), ``None`` (``$APSE_DATA`` / the FI subset via
+            :func:`apse.data.locate_dataset`), or an :class:`apse.data.EmotionImageFolder`.
+        out_dir: where checkpoint.pt, model.pt and results.json go (only rank 0 writes).
+        resume: continue from ``out_dir/checkpoint.pt``.
+        overwrite: allow starting afresh in a folder that already holds a run.
+        progress: tqdm bars and per-epoch lines.
+        log: where per-epoch lines go (default ``tqdm.write``).
+    """
+
+    def __init__(self, config: TrainConfig, data: Any, out_dir: str | os.PathLike | None, *, resume: bool = False,
+                 overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None):
+        self.config = config.validate()
+        self.data = data
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume, self.overwrite, self.progress = resume, overwrite, progress
+        self.dist = init_distributed(config.device)
+        self._log = log or (lambda msg: tqdm.write(msg))
+        self.device = resolve_device(config.device, self.dist.local_rank)
+        self.amp = config.amp if config.amp is not None else self.device.type == "cuda"
+        if self.amp and self.device.type != "cuda":
+            self.amp = False  # autocast on CPU is slower than float32 for these convs; say so in results
+        self.channels_last = (config.channels_last if config.channels_last is not None
+                              else self.device.type == "cuda") and not config.cache_features
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.start_epoch = 0
+        self.elapsed_before = 0.0
+        self._setup_done = False
+        self._t_init = time.time()  # wall time counts setup too (feature extraction included)
+
+    def log(self, msg: str) -> None:
+        if self.dist.is_main and self.progress:
+            self._log(msg)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> "Trainer":
+        """Build data, model, loss, optimiser, scheduler (and restore a checkpoint when resuming)."""
+        if self._setup_done:
+            return self
+        cfg = self.config
+        if self.out_dir is not None and self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            existing = [n for n in (CHECKPOINT_NAME, RESULTS_NAME) if (self.out_dir / n).exists()]
+            if existing and not self.resume and not self.overwrite:
+                raise FileExistsError(f"{self.out_dir} already holds a run ({', '.join(existing)}); "
+                                      "pass --resume to continue it, --overwrite to start again, or another --out")
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        seed_everything(cfg.seed)
+
+        self.model = build_model(cfg).to(self.device)
+        if cfg.cache_features:
+            self.model.freeze_backbone(True)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.has_heads = _model_has_heads(self.model)
+        self.use_attention_loss = cfg.resolved_attention_loss(self.has_heads)
+        self._build_loss()
+        self._build_data()
+
+        self.step_module = TrainStep(self.model, self.loss_fn, self.use_attention_loss, cfg.lam,
+                                     features=cfg.cache_features)
+        self.ddp_module: nn.Module = self.step_module
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # find_unused_parameters: some heads/losses own parameters a given batch may not reach.
+            self.ddp_module = DDP(self.step_module, device_ids=ids, find_unused_parameters=True)
+
+        params = [p for p in self.step_module.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("nothing to train: every parameter is frozen")
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+        amp_fp16 = self.amp and not torch.cuda.is_bf16_supported()
+        self.amp_dtype = torch.float16 if amp_fp16 else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_fp16)
+
+        if self.resume:
+            self._restore()
+        self._setup_done = True
+        return self
+
+    def _build_loss(self) -> None:
+        from apse.losses import build_loss
+
+        cfg = self.config
+        name = cfg.embedding_loss_name()
+        kwargs = dict(cfg.loss_options)
+        if name == "gep":
+            kwargs.setdefault("beta", cfg.beta)
+        try:
+            self.loss_fn = build_loss(name, embedding_dim=cfg.embedding_dim, **kwargs).to(self.device)
+        except TypeError as exc:
+            raise ConfigError(f"loss_options do not fit loss {name!r}: {exc}") from None
+        if getattr(self.loss_fn, "needs_confidences", False) and not self.has_heads:
+            raise ConfigError(f"loss {cfg.loss!r} needs the attention confidences, but attention=none; "
+                              "use attention=hierarchical" + (" or a fixed beta (beta=0.5)" if name == "gep" else ""))
+
+    def _open_dataset(self):
+        from apse.data import EmotionImageFolder, locate_dataset
+
+        data = self.data
+        if isinstance(data, Dataset):
+            if not hasattr(data, "samples"):
+                raise ValueError("the dataset must have .samples [(path, label)], like apse.data.EmotionImageFolder")
+            return data, str(getattr(data, "root", "<dataset>"))
+        root = locate_dataset(data) if data is None else Path(data)
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"data folder not found: {root}")
+        return EmotionImageFolder(root), str(Path(root).resolve())
+
+    def _split(self, labels: list[int]) -> dict[str, list[int]]:
+        from apse.data import stratified_kfold, stratified_split
+
+        cfg = self.config
+        fractions = cfg.split_fractions()
+        if cfg.folds is None:
+            parts = stratified_split(labels, fractions=fractions, seed=cfg.split_seed)
+            return {k: list(map(int, parts.get(k, []))) for k in ("train", "val", "test")}
+        train_idx, held = stratified_kfold(labels, k=cfg.folds, seed=cfg.split_seed)[cfg.fold]
+        train_idx, held = list(map(int, train_idx)), list(map(int, held))
+        val_share = fractions[1] / (fractions[0] + fractions[1])
+        if val_share > 0:
+            # Carve the validation images out of the training folds (stratified), never the held-out one.
+            sub = stratified_split([labels[i] for i in train_idx], fractions=(1 - val_share, val_share, 0.0),
+                                   seed=cfg.split_seed)
+            return {"train": [train_idx[i] for i in sub["train"]], "val": [train_idx[i] for i in sub["val"]],
+                    "test": held}
+        return {"train": train_idx, "val": [], "test": held}
+
+    def _build_data(self) -> None:
+        from apse.data import BalancedBatchSampler, FeatureDataset, build_transforms
+
+        cfg = self.config
+        base, self.data_root = self._open_dataset()
+        self.samples = list(base.samples)
+        labels = [int(label) for _, label in self.samples]
+        self.split = self._split(labels)
+        if not self.split["train"]:
+            raise ValueError("the training split is empty; check the data folder and split fractions")
+        counts = np.bincount([labels[i] for i in self.split["train"]], minlength=8)
+        if (counts < cfg.samples_per_class).any():
+            raise ValueError(f"every emotion needs at least samples_per_class={cfg.samples_per_class} training "
+                             f"images; the training split has {counts.tolist()} (papers' emotion order)")
+        mean, std = tuple(self.model.backbone.mean), tuple(self.model.backbone.std)
+        eval_tf = build_transforms(False, image_size=cfg.image_size, resize=cfg.resize, mean=mean, std=std)
+        if cfg.cache_features:
+            features = self._cached_features(base, eval_tf)
+            # Two views of one cache (tensors shared): train mode draws a random flip per item when
+            # flips were extracted, eval mode always gives the image as is.
+            train_features = FeatureDataset(features.features, features.labels, features.meta, train=True)
+            self.train_set = Subset(train_features, self.split["train"])
+            self.gallery_set = Subset(features, self.split["train"])
+            self.val_set = Subset(features, self.split["val"])
+            self.test_set = Subset(features, self.split["test"])
+        else:
+            train_tf = build_transforms(True, image_size=cfg.image_size, resize=cfg.resize, mean=mean, std=std)
+            train_ds, eval_ds = _with_transform(base, train_tf), _with_transform(base, eval_tf)
+            self.train_set = Subset(train_ds, self.split["train"])
+            self.gallery_set = Subset(eval_ds, self.split["train"])
+            self.val_set = Subset(eval_ds, self.split["val"])
+            self.test_set = Subset(eval_ds, self.split["test"])
+        self.train_labels = [labels[i] for i in self.split["train"]]
+        # Every rank builds the same epoch of balanced batches and takes every world_size-th one.
+        self.batch_sampler = BalancedBatchSampler(
+            self.train_labels, classes_per_batch=cfg.classes_per_batch, samples_per_class=cfg.samples_per_class,
+            batches_per_epoch=cfg.batches_per_epoch, seed=cfg.seed, rank=self.dist.rank,
+            world_size=self.dist.world_size)
+        self.loader_generator = torch.Generator()
+        if cfg.cache_features:
+            self.train_loader = _FeatureBatches(self.train_set, self.batch_sampler)
+        else:
+            self.train_loader = DataLoader(self.train_set, batch_sampler=self.batch_sampler,
+                                           num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+                                           generator=self.loader_generator, persistent_workers=False)
+
+    def _cached_features(self, base, eval_tf):
+        """Frozen-backbone stage maps of every image, extracted once and cached on disk."""
+        from apse.data import FeatureDataset, extract_features
+
+        cfg = self.config
+        backbone = self.model.backbone
+        key = hashlib.sha256(json.dumps({
+            "v": _FEATURES_FORMAT_VERSION, "backbone": cfg.backbone, "weights": str(backbone.weights_source),
+            "pretrained": str(cfg.pretrained), "stages": list(self.model.stages), "size": cfg.image_size,
+            "resize": cfg.resize, "flips": cfg.feature_flips, "data": dataset_fingerprint(self.samples),
+        }, sort_keys=True).encode()).hexdigest()[:16]
+        cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else _default_cache_dir()
+        path = cache_dir / f"{cfg.backbone}-{'-'.join(self.model.stages)}-{cfg.image_size}px-{key}.pt"
+        self.feature_cache_path = str(path)
+        if self.dist.is_main and not path.exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            self.log(f"extracting {'+'.join(self.model.stages)} features of {len(self.samples)} images -> {path}")
+            t0 = time.time()
+            features = extract_features(backbone, _with_transform(base, eval_tf), self.model.stages,
+                                        batch_size=cfg.batch_size_eval, device=self.device, flips=cfg.feature_flips,
+                                        num_workers=cfg.num_workers, progress=self.progress)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            features.save(tmp)
+            os.replace(tmp, path)
+            self.feature_seconds = time.time() - t0
+        else:
+            self.feature_seconds = 0.0
+            self.log(f"using cached features {path}")
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return FeatureDataset.load(path)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_payload(self, epoch: int, elapsed: float) -> dict[str, Any]:
+        return {
+            "format": _CHECKPOINT_FORMAT, "version": 1, "epoch": epoch, "config": self.config.to_dict(),
+            "model": _cpu_state(self.model), "loss_state": _cpu_state(self.loss_fn),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": rng_states(), "history": self.history,
+            "best": self.best, "split": self.split, "elapsed_s": elapsed,
+        }
+
+    def _restore(self) -> None:
+        path = self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+        if path is None or not path.exists():
+            self.log(f"no checkpoint in {self.out_dir}; starting from epoch 1")
+            return
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        saved = TrainConfig.from_dict(data["config"]).to_dict()
+        current = self.config.to_dict()
+        # Only the schedule may be extended on resume; anything else would silently change the run.
+        diff = [k for k in current if k not in ("epochs", "num_workers", "device", "feature_cache")
+                and current[k] != saved[k]]
+        if diff:
+            k = diff[0]
+            raise ConfigError(f"cannot resume: {k}={current[k]!r} differs from the checkpoint's {saved[k]!r}")
+        if data["split"] != self.split:
+            raise ValueError("cannot resume: the dataset split differs from the checkpoint's (images changed?)")
+        self.model.load_state_dict(data["model"])
+        self.loss_fn.load_state_dict(data["loss_state"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        self.scaler.load_state_dict(data["scaler"])
+        set_rng_states(data["rng"])
+        self.history = list(data["history"])
+        self.best = data["best"]
+        self.start_epoch = int(data["epoch"])
+        self.elapsed_before = float(data.get("elapsed_s", 0.0))
+        self.log(f"resumed from {path} after epoch {self.start_epoch}")
+
+    # ------------------------------------------------------------------ loops
+    def _autocast(self):
+        import contextlib
+
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return contextlib.nullcontext()
+
+    def _to_device(self, inputs):
+        if isinstance(inputs, dict):
+            return {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+        inputs = inputs.to(self.device, non_blocking=True)
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch (``epoch`` is 1-based); returns mean losses and the learning rate used."""
+        cfg = self.config
+        seed_everything(_derived_seed(cfg.seed, epoch, self.dist.rank))
+        self.loader_generator.manual_seed(_derived_seed(cfg.seed, epoch, self.dist.rank, 1))
+        self.batch_sampler.set_epoch(epoch)
+        self.step_module.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        sums = torch.zeros(3, dtype=torch.float64)
+        steps = 0
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                   disable=not (self.progress and self.dist.is_main))
+        for step, (inputs, labels) in enumerate(bar, start=1):
+            inputs, labels = self._to_device(inputs), labels.to(self.device, non_blocking=True)
+            with self._autocast():
+                total, l_emb, l_att = self.ddp_module(inputs, labels)
+            finite = torch.isfinite(total.detach()).float()
+            if self.dist.enabled:  # every rank must stop together, or the others hang in all-reduce
+                import torch.distributed as dist
+
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() < 1:
+                raise TrainingDiverged(
+                    f"loss became {float(total.detach()):.4g} at epoch {epoch}, step {step} (lr {lr:g}); "
+                    "lower lr, or check the data and config")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(total).backward()
+            if cfg.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.step_module.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            values = torch.stack([total.detach(), l_emb, l_att]).double().cpu()
+            sums += values
+            steps += 1
+            if self.progress and self.dist.is_main:
+                bar.set_postfix(loss=f"{float(values[0]):.4f}")
+        bar.close()
+        if self.dist.enabled:
+            # DDP syncs gradients, but BatchNorm running statistics are updated per rank: take rank 0's so
+            # that every rank validates (and would save) the same model.
+            import torch.distributed as dist
+
+            for buffer in self.step_module.buffers():
+                dist.broadcast(buffer.data, src=0)
+        # A step can leave inf/NaN weights while its own loss was still finite (e.g. a huge lr):
+        # catch it here rather than as NaN distances in validation.
+        for name, p in self.step_module.named_parameters():
+            if p.requires_grad and not bool(torch.isfinite(p.detach()).all()):
+                raise TrainingDiverged(f"parameter {name} became non-finite at epoch {epoch}, step {steps} "
+                                       f"(lr {lr:g}); lower lr, or check the data and config")
+        self.scheduler.step()
+        mean = (sums / max(steps, 1)).tolist()
+        return {"loss": mean[0], "embedding_loss": mean[1], "attention_loss": mean[2], "lr": lr, "steps": steps}
+
+    def _embed_kw(self) -> dict[str, Any]:
+        return dict(batch_size=self.config.batch_size_eval, device=self.device, progress=False,
+                    amp=self.amp, channels_last=self.channels_last)
+
+    def validate(self) -> dict[str, float] | None:
+        """Validation images query the training gallery; None when there is no validation split."""
+        from apse.evaluation import evaluate_split
+
+        if len(self.val_set) == 0:
+            return None
+        return evaluate_split(self.model, self.gallery_set, self.val_set, **self._embed_kw())
+
+    def test(self) -> dict[str, float] | None:
+        """The test protocol on the test split (called once, after training)."""
+        from apse.evaluation import evaluate_split, leave_one_out
+
+        if len(self.test_set) == 0:
+            return None
+        if self.config.resolved_protocol() == "loo":
+            return leave_one_out(self.model, self.test_set, **self._embed_kw())
+        return evaluate_split(self.model, self.gallery_set, self.test_set, **self._embed_kw())
+
+    def _is_better(self, metrics: dict[str, float]) -> bool:
+        from apse.metrics import LOWER_IS_BETTER
+
+        if self.best is None or self.best.get("metrics") is None:
+            return True
+        name = self.config.select_on
+        new, old = metrics[name], self.best["metrics"][name]
+        if new is None or (isinstance(new, float) and math.isnan(new)):
+            return False
+        # strict improvement: ties keep the earlier epoch
+        return new < old if name in LOWER_IS_BETTER else new > old
+
+    def fit(self) -> dict[str, Any]:
+        """Train, select, test once, write model.pt and results.json; returns the results dict."""
+        self.setup()
+        cfg = self.config
+        t_start = time.time()
+        if self.start_epoch == 0:
+            self.log(f"training {cfg.backbone} ({getattr(self.model.backbone, 'weights_source', '?')}) with "
+                     f"loss={cfg.loss}{' + attention' if self.use_attention_loss else ''} on {self.device}: "
+                     f"{len(self.split['train'])} train / {len(self.split['val'])} val / "
+                     f"{len(self.split['test'])} test images, {len(self.batch_sampler)} batches per epoch")
+        for epoch in range(self.start_epoch + 1, cfg.epochs + 1):
+            t0 = time.time()
+            entry: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
+            val = None
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                val = self.validate()
+            entry["val"] = val
+            entry["seconds"] = time.time() - t0
+            self.history.append(entry)
+            improved = ""
+            if val is not None and self._is_better(val):
+                self.best = {"epoch": epoch, "metrics": val, "model": _cpu_state(self.model)}
+                improved = " *"
+            elif not len(self.val_set):  # no validation split: the last epoch is the chosen one
+                self.best = {"epoch": epoch, "metrics": None, "model": _cpu_state(self.model)}
+            vtxt = f"  val {cfg.select_on} {val[cfg.select_on]:.4f}{improved}" if val is not None else ""
+            self.log(f"epoch {epoch}/{cfg.epochs}  loss {entry['loss']:.4f} (emb {entry['embedding_loss']:.4f}, "
+                     f"att {entry['attention_loss']:.4f})  lr {entry['lr']:.2g}{vtxt}  {entry['seconds']:.1f}s")
+            if self.dist.is_main and self.out_dir is not None:
+                _atomic_save(self._checkpoint_payload(epoch, self.elapsed_before + time.time() - self._t_init),
+                             self.out_dir / CHECKPOINT_NAME)
+        # train_time_s: this session's epochs; wall_time_s: every session, setup and extraction included
+        return self._finish(time.time() - t_start, self.elapsed_before + time.time() - self._t_init)
+
+    def _finish(self, train_seconds: float, wall_seconds: float) -> dict[str, Any]:
+        import apse
+        from apse.metrics import LOWER_IS_BETTER
+
+        cfg = self.config
+        if self.best is None:
+            raise RuntimeError("no epoch was trained (epochs=0?)")
+        self.model.load_state_dict(self.best["model"])
+        t0 = time.time()
+        test = self.test()  # the only time the test split is looked at
+        test_seconds = time.time() - t0
+        val_history = [(h["epoch"], h["val"][cfg.select_on]) for h in self.history if h.get("val")]
+        results = {
+            "config": cfg.to_dict(),
+            "data": {"root": self.data_root, "images": len(self.samples),
+                     "split": {k: len(v) for k, v in self.split.items()},
+                     "fold": cfg.fold, "folds": cfg.folds},
+            "history": self.history,
+            "selection": {"metric": cfg.select_on, "on": "val" if val_history else "last epoch (no val split)",
+                          "lower_is_better": cfg.select_on in LOWER_IS_BETTER},
+            "chosen_epoch": self.best["epoch"],
+            "val_metrics": self.best["metrics"],
+            "test_protocol": ("leave-one-out within the test images" if cfg.resolved_protocol() == "loo"
+                              else "test images query the training images"),
+            "test_metrics": test,
+            "attention_loss_used": self.use_attention_loss,
+            "weights_source": str(getattr(self.model.backbone, "weights_source", "")),
+            "wall_time_s": wall_seconds + test_seconds,  # setup + feature extraction + training + test
+            "train_time_s": train_seconds,
+            "test_time_s": test_seconds,
+            "feature_extraction_s": getattr(self, "feature_seconds", None),
+            "feature_cache": getattr(self, "feature_cache_path", None),
+            "device": self._device_name(),
+            "world_size": self.dist.world_size,
+            "amp": self.amp,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "apse_version": getattr(apse, "__version__", None),
+            "git_commit": git_commit(),
+        }
+        if test is not None:
+            self.log("test (" + results["test_protocol"] + f", epoch {self.best['epoch']}): " +
+                     "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
+        if self.dist.is_main and self.out_dir is not None:
+            _atomic_save({"format": _MODEL_FORMAT, "version": 1, "config": cfg.to_dict(), "model": self.best["model"],
+                          "epoch": self.best["epoch"], "val_metrics": self.best["metrics"], "test_metrics": test,
+                          "weights_source": results["weights_source"], "apse_version": results["apse_version"]},
+                         self.out_dir / MODEL_NAME)
+            _atomic_write_text(json.dumps(_json_safe(results), indent=2) + "\n", self.out_dir / RESULTS_NAME)
+        return results
+
+    def _device_name(self) -> str:
+        if self.device.type == "cuda":
+            return f"{torch.cuda.get_device_name(self.device)} x{self.dist.world_size}"
+        threads = torch.get_num_threads()
+        return f"cpu ({platform.processor() or platform.machine()}, {threads} threads) x{self.dist.world_size}"
+
+    def close(self) -> None:
+        """Leave the process group if this trainer joined it."""
+        if self.dist.initialised_here:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def train(config: TrainConfig | dict | str | os.PathLike, data: Any = None, out_dir: str | os.PathLike | None = None, *, resume: bool = False,
+          overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run a whole training (see the module docstring) and return the results dict (also in results.json).
+
+    ``config``: a TrainConfig, a dict of its fields, or a YAML file.
+
+    ``data``: dataset folder, an EmotionImageFolder, or None for ``$APSE_DATA`` / the FI subset.
+    ``out_dir``: output folder (None writes nothing). ``resume``: continue ``out_dir/checkpoint.pt``.
+    Raises :class:`TrainingDiverged` when the loss stops being finite.
+    """
+    if isinstance(config, (str, os.PathLike)):
+        from apse.config import load_config
+
+        config = load_config(config)
+    elif isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    trainer = Trainer(config, data, out_dir, resume=resume, overwrite=overwrite, progress=progress, log=log)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()

@@ -1,0 +1,359 @@
+"""Training engine: config, resume == uninterrupted, NaN guard, selection on val only, checkpoints,
+evaluation protocols and the retrieval index. Tiny generated datasets (8 emotions x 8 JPEGs, 64 px)
+and a randomly initialised EfficientNet-Lite0 keep the whole file well under a minute on 2 cores."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from apse.config import ConfigError, TrainConfig, apply_overrides, load_config
+from apse.emotions import EMOTIONS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_dataset(root: Path, per_class: int = 8, size: int = 64, seed: int = 0) -> Path:
+    """8 emotion folders of small JPEGs: a per-emotion colour and stripe orientation plus noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for e, name in enumerate(EMOTIONS):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = np.array([(e * 37) % 256, (e * 91 + 60) % 256, (255 - e * 29) % 256], dtype=np.float32)
+        stripes = 60 * np.sin((xx * np.cos(e) + yy * np.sin(e)) * (0.2 + 0.05 * e))[..., None]
+        for i in range(per_class):
+            img = colour + stripes + rng.normal(0, 25, (size, size, 3))
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{name}{i}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+def tiny_config(tmp: Path, **changes) -> TrainConfig:
+    # conv3 + conv4 at 32 px: Lite0 is cut after block 10, a training step costs a fraction of a second
+    base = dict(backbone="efficientnet_lite0", pretrained=False, image_size=32, resize=36, high_stage="conv4", epochs=2,
+                split="50/25/25", num_workers=0, lr=0.01, eval_every=1, batch_size_eval=64,
+                feature_cache=str(tmp / "cache"))
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------------------------- config
+def test_config_defaults_are_the_papers():
+    c = TrainConfig()
+    assert (c.backbone, c.lr, c.momentum, c.weight_decay, c.lr_step, c.lr_gamma, c.epochs) == \
+        ("resnet50", 1e-3, 0.9, 5e-4, 40, 0.1, 100)
+    assert (c.classes_per_batch, c.samples_per_class, c.image_size, c.resize, c.lam) == (8, 4, 224, 256, 0.5)
+    assert c.split_fractions() == pytest.approx((0.8, 0.05, 0.15))
+    assert c.embedding_loss_name() == "gep"
+    assert c.resolved_attention_loss(True) and not c.resolved_attention_loss(False)
+    assert not TrainConfig(loss="npair").resolved_attention_loss(True)   # auto: APSE family only
+    assert TrainConfig(loss="npair", attention_loss=True).resolved_attention_loss(True)  # the "AT" column
+    with pytest.raises(ConfigError, match="attention heads"):
+        TrainConfig(attention_loss=True, attention="none").resolved_attention_loss(False)
+
+
+def test_config_yaml_overrides_and_round_trip(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("backbone: efficientnet_lite0\nlr: 1e-3\nbatches_per_epoch: null\nsplit: [70, 10, 20]\n")
+    c = load_config(path)
+    assert c.lr == 1e-3 and isinstance(c.lr, float)  # PyYAML reads 1e-3 as a string: converted
+    assert c.split_fractions() == pytest.approx((0.7, 0.1, 0.2))
+    c2 = apply_overrides(c, ["lr=1e-4", "epochs=3", "pretrained=false", "beta=0.5", "amp=null",
+                             "loss_options={margin: 0.3}", "pretrained=/w.pt"])
+    assert (c2.lr, c2.epochs, c2.pretrained, c2.beta, c2.amp, c2.loss_options) == \
+        (1e-4, 3, "/w.pt", 0.5, None, {"margin": 0.3})
+    assert c.lr == 1e-3  # the original is untouched
+    assert TrainConfig.from_dict(json.loads(json.dumps(c2.to_dict()))) == c2
+    for name in ("fi-resnet50.yaml", "fi-subset-cpu.yaml"):
+        load_config(REPO / "configs" / name)  # the shipped configs are valid
+
+
+@pytest.mark.parametrize("override, message", [
+    ("nosuchkey=1", "unknown config key 'nosuchkey'; valid keys are: backbone"),
+    ("lr=fast", "lr expects a number"),
+    ("epochs=2.5", "epochs expects an integer"),
+    ("loss=magic", "loss must be one of"),
+    ("split=80/20", "split must be three"),
+    ("cache_features=maybe", "cache_features expects true or false"),
+    ("samples_per_class=3", "samples_per_class must be even"),
+    ("lam", "not of the form key=value"),
+])
+def test_config_errors_are_one_clear_line(override, message):
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(TrainConfig(), [override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_config_yaml_errors(tmp_path):
+    (tmp_path / "bad.yaml").write_text("lr: 0.1\nfoo: 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: unknown config key 'foo'"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.yaml")
+
+
+# ------------------------------------------------------------------------------------------- training
+def test_resume_after_kill_equals_uninterrupted_run(tiny, tmp_path, monkeypatch):
+    from apse import training
+
+    config = tiny_config(tmp_path)
+    straight = training.train(config, tiny, tmp_path / "straight", progress=False)
+
+    original = training.Trainer.train_epoch
+
+    def dying(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt  # killed during epoch 2: checkpoint.pt holds epoch 1
+        return original(self, epoch)
+
+    monkeypatch.setattr(training.Trainer, "train_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, tiny, tmp_path / "killed", progress=False)
+    assert not (tmp_path / "killed" / "results.json").exists()
+    monkeypatch.setattr(training.Trainer, "train_epoch", original)
+    with pytest.raises(FileExistsError, match="--resume"):
+        training.train(config, tiny, tmp_path / "killed", progress=False)
+    resumed = training.train(config, tiny, tmp_path / "killed", resume=True, progress=False)
+
+    for key in ("loss", "embedding_loss", "attention_loss", "lr", "val"):
+        assert [h[key] for h in resumed["history"]] == [h[key] for h in straight["history"]]
+    assert resumed["test_metrics"] == straight["test_metrics"]
+    assert resumed["chosen_epoch"] == straight["chosen_epoch"]
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    assert states_equal(a["model"], b["model"])
+    ca = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    cb = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert states_equal(ca["model"], cb["model"])  # the last epoch's weights, too
+
+
+def test_cached_features_resume_and_cache_reuse(tiny, tmp_path, monkeypatch):
+    from apse import data as apse_data
+    from apse import training
+
+    config = tiny_config(tmp_path, cache_features=True, feature_flips=True, epochs=3)
+    straight = training.train(config, tiny, tmp_path / "straight", progress=False)
+    assert straight["feature_cache"] and Path(straight["feature_cache"]).exists()
+
+    calls = []
+    real = apse_data.extract_features
+    monkeypatch.setattr(apse_data, "extract_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    short = training.train(config.replace(epochs=1), tiny, tmp_path / "resumed", progress=False)
+    assert calls == []  # same backbone / stages / size / images: the cache file is reused
+    assert short["history"][0]["loss"] == straight["history"][0]["loss"]
+    resumed = training.train(config, tiny, tmp_path / "resumed", resume=True, progress=False)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
+    assert [h["val"] for h in resumed["history"]] == [h["val"] for h in straight["history"]]
+    assert resumed["test_metrics"] == straight["test_metrics"]
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["model"]
+    assert states_equal(a, b)
+
+    # a different image size is a different cache
+    training.train(config.replace(epochs=1, image_size=28, resize=32), tiny, tmp_path / "other", progress=False)
+    assert calls == [1]
+
+
+def test_nan_guard_names_epoch_and_step(tiny, tmp_path, monkeypatch):
+    from apse import losses, training
+
+    class NaNLoss(torch.nn.Module):
+        needs_confidences = False
+
+        def forward(self, embeddings, labels, polarity_confidence=None, emotion_confidence=None):
+            return embeddings.sum() * float("nan")
+
+    monkeypatch.setattr(losses, "build_loss", lambda name, **kw: NaNLoss())
+    with pytest.raises(training.TrainingDiverged, match=r"loss became nan at epoch 1, step 1"):
+        training.train(tiny_config(tmp_path, cache_features=True), tiny, tmp_path / "nan", progress=False)
+
+
+def test_huge_learning_rate_diverges(tiny, tmp_path):
+    from apse import training
+
+    config = tiny_config(tmp_path, cache_features=True, lr=1e30, epochs=4, attention_loss=True)
+    with pytest.raises(training.TrainingDiverged, match=r"at epoch \d+, step \d+"):
+        training.train(config, tiny, tmp_path / "huge", progress=False)
+
+
+def test_selection_on_val_only_and_test_evaluated_once(tiny, tmp_path, monkeypatch):
+    from apse import training
+
+    test_calls = []
+    real_test = training.Trainer.test
+    monkeypatch.setattr(training.Trainer, "test", lambda self: test_calls.append(1) or real_test(self))
+    seen = []
+    real_validate = training.Trainer.validate
+
+    def spy_validate(self):
+        # validation must never see a test image
+        seen.append(set(self.val_set.indices) & set(self.split["test"]))
+        return real_validate(self)
+
+    monkeypatch.setattr(training.Trainer, "validate", spy_validate)
+    config = tiny_config(tmp_path, cache_features=True, epochs=5, lr=0.05)
+    out = tmp_path / "sel"
+    results = training.train(config, tiny, out, progress=False)
+    assert test_calls == [1] and seen == [set()] * 5
+
+    saved = json.loads((out / "results.json").read_text())
+    vals = [h["val"]["mAP8"] for h in saved["history"]]
+    assert saved["chosen_epoch"] == 1 + int(np.argmax(vals))  # first best epoch on val
+    assert saved["val_metrics"]["mAP8"] == max(vals)
+    assert set(saved["test_metrics"]) == {"mAP8", "mAP2", "NN", "FT", "ST", "DCG", "F1", "ANMRR"}
+    for key in ("config", "history", "wall_time_s", "device", "torch_version", "apse_version", "git_commit"):
+        assert key in saved
+    assert saved["config"] == config.to_dict()
+    assert results["test_metrics"] == saved["test_metrics"]
+
+    # every file is plain tensors + containers
+    model_file = torch.load(out / "model.pt", weights_only=True)
+    assert model_file["epoch"] == saved["chosen_epoch"]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "rng", "history", "config", "epoch"} <= set(ckpt)
+    assert ckpt["epoch"] == 5 and ckpt["best"]["epoch"] == saved["chosen_epoch"]
+
+    # load_model gives back the chosen model: re-evaluating it on the cached features reproduces the
+    # test metrics exactly, and the images give (nearly) the same embeddings as the float16 cache
+    from apse.data import EmotionImageFolder, FeatureDataset, build_transforms
+    from apse.evaluation import embed_dataset, evaluate_split
+
+    model, cfg = training.load_model(out / "model.pt")
+    assert cfg == config and not model.training
+    features = FeatureDataset.load(results["feature_cache"])
+    split = ckpt["split"]
+    sub = torch.utils.data.Subset
+    metrics = evaluate_split(model, sub(features, split["train"]), sub(features, split["test"]), progress=False)
+    assert metrics == saved["test_metrics"]
+    tf = build_transforms(False, image_size=cfg.image_size, resize=cfg.resize, mean=model.backbone.mean,
+                          std=model.backbone.std)
+    images = EmotionImageFolder(tiny, transform=tf)
+    from_images, _ = embed_dataset(model, sub(images, split["test"]), progress=False)
+    from_cache, _ = embed_dataset(model, sub(features, split["test"]), progress=False)
+    assert torch.allclose(from_images, from_cache, atol=0.1)
+
+
+def test_training_learns_on_structured_images(tiny, tmp_path):
+    from apse import training
+
+    # pretrained Lite0 on colour/stripe classes: a few epochs must beat chance (mAP8 ~ 0.13-0.2) by far
+    config = tiny_config(tmp_path, pretrained=True, cache_features=True, epochs=6, lr=0.05, split="50/0/50")
+    results = training.train(config, tiny, None, progress=False)
+    assert results["selection"]["on"].startswith("last epoch")
+    assert results["chosen_epoch"] == 6
+    assert results["test_metrics"]["mAP8"] > 0.4
+
+
+def test_kfold_config_uses_leave_one_out(tiny, tmp_path):
+    from apse import training
+
+    config = tiny_config(tmp_path, cache_features=True, epochs=1, folds=2, fold=1, split="100/0/0")
+    results = training.train(config, tiny, None, progress=False)
+    assert results["data"]["split"] == {"train": 32, "val": 0, "test": 32}
+    assert results["test_protocol"].startswith("leave-one-out")
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+class _Identity(torch.nn.Module):
+    """A 'model' whose embedding is its (flattened, l2-normalised) input."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return types.SimpleNamespace(embedding=torch.nn.functional.normalize(x.flatten(1), dim=1))
+
+
+def test_protocols_match_direct_metric_computation():
+    from apse.evaluation import embed_dataset, evaluate_split, leave_one_out, run_folds, summarise
+    from apse.metrics import evaluate_embeddings
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 6, generator=g), torch.arange(8).repeat(5)
+    ds = torch.utils.data.TensorDataset(x, y)
+    train, test = torch.utils.data.Subset(ds, range(24)), torch.utils.data.Subset(ds, range(24, 40))
+    model = _Identity()
+    emb, labels = embed_dataset(model, ds, batch_size=7, progress=False)
+    assert torch.allclose(emb, torch.nn.functional.normalize(x, dim=1)) and torch.equal(labels, y)
+    assert evaluate_split(model, train, test, progress=False) == evaluate_embeddings(emb[24:], y[24:], emb[:24], y[:24])
+    assert leave_one_out(model, ds, progress=False) == evaluate_embeddings(emb, y, None, None)
+
+    folds = run_folds(lambda k: {"mAP8": float(k), "ANMRR": 1.0}, 3)
+    assert folds["summary"]["mAP8"] == pytest.approx((1.0, 1.0)) and folds["summary"]["ANMRR"] == (1.0, 0.0)
+    assert summarise([{"NN": 0.5}]) == {"NN": (0.5, 0.0)}
+    with pytest.raises(ValueError):
+        summarise([])
+
+
+# ------------------------------------------------------------------------------------------ retrieval
+def _toy_index(n=12, d=4):
+    from apse.retrieval import RetrievalIndex
+
+    g = torch.Generator().manual_seed(1)
+    emb = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
+    return RetrievalIndex(emb, [f"/g/{i}.jpg" for i in range(n)], torch.arange(n) % 8)
+
+
+def test_retrieval_index_save_load_query(tmp_path):
+    from apse.retrieval import RetrievalIndex
+
+    index = _toy_index()
+    index.save(tmp_path / "g.index")
+    raw = torch.load(tmp_path / "g.index", weights_only=True)
+    assert raw["paths"][0] == "/g/0.jpg"
+    loaded = RetrievalIndex.load(tmp_path / "g.index")
+    assert torch.equal(loaded.embeddings, index.embeddings) and loaded.paths == index.paths
+    hits = loaded.query(index.embeddings[5], k=3)
+    assert [h.rank for h in hits] == [1, 2, 3]
+    assert hits[0].path == "/g/5.jpg" and hits[0].distance == pytest.approx(0.0, abs=1e-5)
+    assert hits[0].emotion == EMOTIONS[5] and hits[0].polarity == "negative"
+    dist = torch.cdist(index.embeddings[5:6], index.embeddings)[0]
+    assert [h.distance for h in hits] == pytest.approx(torch.sort(dist).values[:3].tolist(), abs=1e-5)
+    assert len(loaded.query(index.embeddings[0], k=100)) == 12
+    with pytest.raises(ValueError, match="dimensions"):
+        loaded.query(torch.zeros(7))
+    with pytest.raises(ValueError, match="no model"):
+        loaded.query(torch.zeros(3, 8, 8))
+
+
+def test_retrieval_uses_faiss_for_large_galleries(monkeypatch):
+    index = _toy_index()
+    expected = [(h.path, round(h.distance, 5)) for h in index.query(index.embeddings[2], k=4)]
+
+    class FakeFlatL2:  # the IndexFlatL2 interface, computed with numpy: squared L2 distances
+        def __init__(self, d):
+            self.d, self.x = d, None
+
+        def add(self, x):
+            self.x = np.asarray(x)
+
+        def search(self, q, k):
+            sq = ((np.asarray(q)[:, None, :] - self.x[None]) ** 2).sum(-1)
+            idx = np.argsort(sq, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(sq, idx, 1), idx
+
+    fake = types.SimpleNamespace(IndexFlatL2=FakeFlatL2, used=0)
+    monkeypatch.setitem(sys.modules, "faiss", fake)
+    index.faiss_threshold = 5
+    got = [(h.path, round(h.distance, 5)) for h in index.query(index.embeddings[2], k=4)]
+    assert index._faiss_index is not None and got == expected
+    index2 = _toy_index()  # below the threshold: torch, even with faiss importable
+    index2.query(index2.embeddings[2], k=4)
+    assert index2._faiss_index is None
