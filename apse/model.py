@@ -12,7 +12,8 @@ Switches (ICCV Table 2 / TMM Table II, TMM Table IV):
 - ``attention="emotion"`` (SA): the emotion head on ``high_stage`` only; the low level (if used) is raw.
 - ``attention="none"``: raw backbone features everywhere.
 - ``fusion="clb"``: :class:`apse.pooling.CrossLevelBilinear` of the two (attended) levels.
-- ``fusion="concat"`` (MO without CLB): GAP of both levels, concatenated, linear to ``embedding_dim``, l2.
+- ``fusion="concat"`` (MO without CLB): GAP of both levels, each l2-normalised, concatenated, linear to
+  ``embedding_dim``, l2.
 - ``fusion="single"`` (SO): GAP of the high level only, linear to ``embedding_dim``, l2. With
   ``attention="hierarchical"`` the low head still runs (its confidences feed the losses).
 
@@ -163,7 +164,10 @@ class APSENet(nn.Module):
         if self.fusion == "clb":
             out.embedding = self.fuse(low, high)
         elif self.fusion == "concat":
-            pooled = torch.cat([global_average_pool(low), global_average_pool(high)], dim=1)
+            # Each level is l2-normalised before concatenation: an attended map (F * Z * U) is orders of
+            # magnitude smaller than a raw one (Lite0, SA: |GAP(raw conv3)| ~ 17 vs |GAP(attended conv5)|
+            # ~ 0.3), so a plain concatenation is the larger level alone.
+            pooled = torch.cat([l2_normalise(global_average_pool(low)), l2_normalise(global_average_pool(high))], dim=1)
             out.embedding = l2_normalise(self.fuse(pooled))
         else:
             out.embedding = l2_normalise(self.fuse(global_average_pool(high)))

@@ -1,0 +1,956 @@
+"""The papers' experiments, re-run on the FI subset: ``python -m apse.experiments NAME``.
+
+An *experiment* is a list of named variants; a *variant* is a set of overrides on the CPU base config
+(``configs/fi-subset-cpu.yaml``: frozen, ImageNet-pretrained EfficientNet-Lite0 whose stage maps are
+extracted once and cached, so that only the APSE head trains). Each run (variant x fold x seed) is
+cached as ``results/<experiment>/runs/<variant>-f<fold>-s<seed>-<key>.json``, where ``key`` hashes the
+run's full :class:`~apse.config.TrainConfig` (fold and seed included) plus the settings of this
+runner that change a result (:data:`RUNNER_VERSION`, the dataset's file list). A re-run skips the
+runs already on disk (also when another experiment produced the identical run), ``--force`` re-runs
+them. JSON files are small: metrics, the chosen epoch, the validation curve, timings; no embeddings.
+
+Protocol (what ``summary.md`` states): the 602 images are cut into k = 5 stratified folds
+(:func:`apse.data.stratified_kfold`, split_seed 0). For held-out fold f, the model trains on the other
+four folds minus a stratified validation part carved out of them (the config's 80/5/15 shares: 5/85
+of the training folds); the epoch is chosen on that validation part (validation images query the
+training gallery), never on fold f; then fold f is evaluated once: every held-out image queries the
+training gallery (``protocol=split``, the papers' FI protocol). ``--folds 3`` runs only the first 3
+held-out folds of the same 5-fold partition (same training-set size as the 5-fold tables, so runs
+are shared between experiments); mean and standard deviation are taken over the runs (folds x seeds).
+
+Experiments (:data:`EXPERIMENTS`): ``table1`` (ICCV Table 1 / TMM Table I), ``ablation`` (ICCV Table 2 /
+TMM Table II), ``beta`` (TMM Table III), ``layers`` (TMM Table IV), ``lambda`` (ICCV Fig. 5 / TMM
+Fig. 6, plotted to ``results/lambda/lambda.png``), ``figures`` (attention maps, top-5 retrievals of
+N-pair vs APSE, failure cases; PNGs in ``results/figures``). The papers' numbers come from
+:mod:`apse.paper_results` and are printed beside ours, marked "paper (FI, ResNet-50)".
+
+The "floor" variant is a linear 512-d head on GAP-pooled frozen backbone features that is never
+trained (its random initialisation: a near-isometric random projection), i.e. what the ImageNet
+features alone retrieve; every trained variant should beat it.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from apse.paper_results import PAPER_LABEL, PAPER_METRICS, TABLES
+
+__all__ = ["Variant", "Experiment", "RunSpec", "EXPERIMENTS", "METRICS", "RUNNER_VERSION", "expand",
+           "run_key", "run_experiment", "summarise_experiment", "write_summary", "main"]
+
+#: Bump when a change of this runner (protocol, what a run computes) invalidates cached runs.
+RUNNER_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BASE = REPO_ROOT / "configs" / "fi-subset-cpu.yaml"
+DEFAULT_RESULTS = REPO_ROOT / "results"
+METRICS = ("mAP8", "mAP2", "NN", "FT", "ST", "DCG", "F1", "ANMRR")
+LOWER_IS_BETTER = ("ANMRR",)
+DATASET_LABEL = "FI subset (602 images)"
+BACKBONE_LABEL = "EfficientNet-Lite0, ImageNet-pretrained, frozen (cached features)"
+OURS_LABEL = "ours (FI subset)"
+K_FOLDS = 5
+#: What every experiment changes in the base config, for the CPU budget (2 shared cores, about an hour
+#: for all tables): 20 epochs with the lr step at 15 instead of the base config's 40 / 30. Measured on
+#: held-out fold 0: APSE's best validation epoch came before the lr step anyway (epoch 24 of 40).
+BUDGET_OVERRIDES = {"epochs": 20, "lr_step": 15}
+# Config fields that cannot change a run's numbers (where files go, worker counts): left out of the key.
+_NOT_IN_KEY = ("device", "num_workers", "feature_cache", "batch_size_eval")
+
+
+# ----------------------------------------------------------------------------------------------------
+# definitions
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """One row of an experiment: config overrides, and the paper row it stands beside.
+
+    ``paper``: ``(table id in apse.paper_results.TABLES, method)`` or None. ``untrained``: evaluate the
+    freshly initialised head (the floor baseline) instead of training. ``param``: the swept value
+    (beta, lambda) used by plots.
+    """
+
+    name: str
+    label: str
+    overrides: dict = field(default_factory=dict)
+    paper: Optional[tuple[str, str]] = None
+    untrained: bool = False
+    param: Any = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    variants: tuple[Variant, ...]
+    folds: int = K_FOLDS                       # held-out folds run by default (out of K_FOLDS)
+    overrides: dict = field(default_factory=lambda: dict(BUDGET_OVERRIDES))  # applied to every variant
+    paper_tables: tuple[str, ...] = ()
+    description: str = ""
+
+
+# Baselines of Table 1 use the papers' baseline network: GAP of the last stage, a linear map to 512
+# (the papers' baselines retrieve with 2048-d ResNet GAP features), no attention heads.
+_SO = {"attention": "none", "fusion": "single"}
+_HA_CLB = {"attention": "hierarchical", "fusion": "clb"}
+
+FLOOR = Variant("floor", "floor: untrained linear 512-d head on GAP features", {**_SO, "loss": "npair"},
+                None, untrained=True,
+                note="never trained: a random linear map of GAP(conv5) to 512-d, l2-normalised")
+
+
+def _table1() -> Experiment:
+    t = "tmm-table1"
+    rows = [
+        FLOOR,
+        Variant("softmax", "softmax (ResNet (S) analogue)", {**_SO, "loss": "softmax"}, (t, "ResNet (S)")),
+        Variant("contrastive", "contrastive loss (margin 0.4)",
+                {**_SO, "loss": "contrastive", "loss_options": {"margin": 0.4}}, (t, "Contrastive loss")),
+        Variant("triplet", "triplet loss (margin 0.2, semi-hard)",
+                {**_SO, "loss": "triplet", "loss_options": {"margin": 0.2}}, (t, "Triplet loss")),
+        Variant("npair", "N-pair loss", {**_SO, "loss": "npair"}, (t, "N-pair loss")),
+        Variant("center", "center loss", {**_SO, "loss": "center"}, (t, "Center loss")),
+        Variant("binomial", "binomial deviance", {**_SO, "loss": "binomial"}, (t, "Binomial deviance")),
+        Variant("arcface", "ArcFace", {**_SO, "loss": "arcface"}, (t, "ArcFace")),
+        Variant("sphereface", "SphereFace", {**_SO, "loss": "sphereface"}, (t, "SphereFace")),
+        Variant("fastap", "FastAP", {**_SO, "loss": "fastap"}, (t, "FastAP")),
+        Variant("softtriple", "SoftTriple", {**_SO, "loss": "softtriple"}, (t, "SoftTriple")),
+        Variant("yang", "Yang et al. (joint softmax + polarity-aware triplet)", {**_SO, "loss": "yang"},
+                (t, "Yang et al.")),
+        Variant("apse-wep", "APSE + WEP (ICCV)", {**_HA_CLB, "loss": "wep"}, (t, "Old APSE (WEP)")),
+        Variant("apse-gep", "APSE + GEP (TMM)", {**_HA_CLB, "loss": "apse"}, (t, "New APSE (GEP)")),
+    ]
+    return Experiment("table1", "Retrieval performance (ICCV Table 1 / TMM Table I)", tuple(rows),
+                      paper_tables=("iccv-table1", "tmm-table1"),
+                      description="Embedding losses on the same frozen features and the same 512-d head; "
+                                  "APSE rows use both attention levels and CLB.")
+
+
+def _ablation() -> Experiment:
+    t = "tmm-table2"
+    # "AT" without SA/HA is, in the papers, two softmax classifiers on conv3 and conv5 whose gradients
+    # reach the embedding only through the shared, fine-tuned backbone. Our backbone is frozen, so such
+    # classifiers share no parameter with the embedding head and cannot change it: "AT + X" without
+    # attention is exactly "X" here. Those rows are therefore the same runs as the rows without AT (the
+    # run cache shares them), and the MO ones are the multi-level (concatenated GAP) nets without heads.
+    frozen_at = "frozen backbone: AT without SA/HA shares no parameter with the embedding, so this is the run without AT"
+    rows = [
+        FLOOR,
+        Variant("at-so", "AT, SO (= softmax on GAP(conv5))", {**_SO, "loss": "softmax"}, (t, "AT"),
+                note="the papers print Table 1's ResNet (S) numbers for this row; here: the softmax-trained head"),
+        Variant("npair-so", "N-pair, SO", {**_SO, "loss": "npair"}, (t, "N-pair")),
+        Variant("ep-so", "EP, SO", {**_SO, "loss": "ep"}, (t, "EP")),
+        Variant("at-npair-so", "AT + N-pair, SO (= N-pair, SO)", {**_SO, "loss": "npair"}, (t, "AT + N-pair"),
+                note=frozen_at),
+        Variant("at-ep-so", "AT + EP, SO (= EP, SO)", {**_SO, "loss": "ep"}, (t, "AT + EP"), note=frozen_at),
+        Variant("at-npair-mo", "AT + N-pair, MO (= N-pair, MO; TMM row (e), inferred)",
+                {"attention": "none", "fusion": "concat", "loss": "npair"}, (t, "AT + N-pair + MO (inferred)"),
+                note=frozen_at),
+        Variant("at-ep-mo", "AT + EP, MO (= EP, MO)", {"attention": "none", "fusion": "concat", "loss": "ep"},
+                (t, "AT + EP + MO"), note=frozen_at),
+        Variant("at-ep-sa-mo", "AT + EP + SA, MO", {"attention": "emotion", "fusion": "concat", "loss": "ep"},
+                (t, "AT + EP + SA + MO")),
+        Variant("at-ep-ha-mo", "AT + EP + HA, MO", {"attention": "hierarchical", "fusion": "concat", "loss": "ep"},
+                (t, "AT + EP + HA + MO")),
+        Variant("at-gep-ha-mo", "AT + GEP + HA, MO (TMM row (j), inferred)",
+                {"attention": "hierarchical", "fusion": "concat", "loss": "apse"},
+                (t, "AT + GEP + HA + MO (inferred)")),
+        Variant("at-ep-ha-clb-mo", "AT + EP + HA + CLB, MO", {**_HA_CLB, "loss": "ep"}, (t, "AT + EP + HA + CLB + MO")),
+        Variant("at-wep-ha-clb-mo", "AT + WEP + HA + CLB, MO (APSE, ICCV)", {**_HA_CLB, "loss": "wep"},
+                ("iccv-table2", "AT + WEP + HA + CLB + MO (APSE)")),
+        Variant("at-gep-ha-clb-mo", "AT + GEP + HA + CLB, MO (APSE, TMM)", {**_HA_CLB, "loss": "apse"},
+                (t, "AT + GEP + HA + CLB + MO (APSE)")),
+    ]
+    return Experiment("ablation", "Ablation (ICCV Table 2 / TMM Table II)", tuple(rows),
+                      paper_tables=("iccv-table2", "tmm-table2"),
+                      description="AT = attention loss; SA = emotion attention on the high stage; HA = both "
+                                  "levels; CLB = cross-level bilinear; SO = high stage only (GAP); MO = low + "
+                                  "high stage (GAPs concatenated without CLB). With SA/HA the attention loss acts "
+                                  "on the embedding through the attention maps; without them it cannot (frozen "
+                                  "backbone), so the AT rows without attention repeat the runs without AT.")
+
+
+def _beta() -> Experiment:
+    t = "tmm-table3"
+    rows = [Variant(f"beta-{b:g}", f"beta fixed = {b:g}", {**_HA_CLB, "loss": "apse", "beta": b},
+                    (t, f"beta = {b:g}"), param=b) for b in (0.0, 0.2, 0.4, 0.6, 0.8)]
+    rows.append(Variant("beta-adaptive", "beta adaptive, exp(-w_ij) (APSE)", {**_HA_CLB, "loss": "apse", "beta": None},
+                        (t, "adaptive (ours)"), param="adaptive"))
+    return Experiment("beta", "GEP: fixed vs adaptive beta (TMM Table III)", tuple(rows), folds=3,
+                      paper_tables=("tmm-table3",))
+
+
+def _layers() -> Experiment:
+    t = "tmm-table4"
+    rows = []
+    for stage in ("conv2", "conv3", "conv4", "conv5"):
+        for att, tag in (("polarity", "p"), ("emotion", "e")):
+            rows.append(Variant(f"{stage}{tag}-conv5e", f"{stage} ({tag}) + conv5 (e)",
+                                {**_HA_CLB, "loss": "apse", "low_stage": stage, "low_attention": att},
+                                (t, f"{stage} ({tag}) + conv5 (e)"), param=(stage, att)))
+    return Experiment("layers", "Combinations of stages (TMM Table IV)", tuple(rows), folds=3,
+                      paper_tables=("tmm-table4",))
+
+
+def _lambda() -> Experiment:
+    rows = [Variant(f"lam-{lam:.1f}", f"lambda = {lam:.1f}", {**_HA_CLB, "loss": "apse", "lam": lam},
+                    ("lambda-figure", "TMM (GEP), lambda = 0.5") if abs(lam - 0.5) < 1e-9 else None, param=lam)
+            for lam in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)]
+    return Experiment("lambda", "Effect of lambda (ICCV Fig. 5 / TMM Fig. 6)", tuple(rows), folds=3,
+                      paper_tables=("lambda-figure",))
+
+
+def _figures() -> Experiment:
+    rows = (Variant("npair", "N-pair loss", {**_SO, "loss": "npair"}),
+            Variant("apse-gep", "APSE + GEP", {**_HA_CLB, "loss": "apse"}))
+    return Experiment("figures", "Attention maps, top-5 retrievals (N-pair vs APSE), failure cases", rows, folds=1)
+
+
+EXPERIMENTS: dict[str, Callable[[], Experiment]] = {
+    "table1": _table1, "ablation": _ablation, "beta": _beta, "lambda": _lambda, "layers": _layers,
+    "figures": _figures,
+}
+ORDER = ("ablation", "table1", "beta", "lambda", "layers", "figures")
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; valid names are: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]()
+
+
+# ----------------------------------------------------------------------------------------------------
+# expansion and keys
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class RunSpec:
+    experiment: str
+    variant: Variant
+    fold: int
+    seed: int
+    config: Any          # TrainConfig
+    key: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.variant.name}-f{self.fold}-s{self.seed}-{self.key}.json"
+
+
+def run_key(config: dict, fold: int, seed: int, untrained: bool = False, extra: dict | None = None) -> str:
+    """12 hex digits of a hash of everything that decides a run's numbers."""
+    payload = {"config": {k: v for k, v in sorted(config.items()) if k not in _NOT_IN_KEY},
+               "fold": int(fold), "seed": int(seed), "untrained": bool(untrained),
+               "runner_version": RUNNER_VERSION, **(extra or {})}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def expand(experiment: Experiment, base, *, folds: int | None = None, seeds: Sequence[int] = (0,),
+           k: int = K_FOLDS, overrides: dict | None = None, extra_key: dict | None = None) -> list[RunSpec]:
+    """Every run of ``experiment``: variants x held-out folds 0..folds-1 (of a k-fold partition) x seeds.
+
+    ``base`` is a TrainConfig; ``overrides`` apply to every run after the experiment's and variant's own.
+    """
+    folds = experiment.folds if folds is None else int(folds)
+    if not 1 <= folds <= k:
+        raise ValueError(f"folds must be between 1 and k={k}, got {folds}")
+    specs = []
+    for variant in experiment.variants:
+        changes = {**experiment.overrides, **variant.overrides, **(overrides or {}),
+                   "folds": k, "fold": 0, "seed": int(seeds[0]), "protocol": "split"}
+        template = base.replace(**changes)  # validated once per variant (validation is not cheap)
+        for fold in range(folds):
+            for seed in seeds:
+                # fold in 0..k-1 and an int seed are valid by construction: set them on a copy
+                cfg = copy.copy(template)
+                cfg.fold, cfg.seed = fold, int(seed)
+                key = run_key(cfg.to_dict(), fold, seed, variant.untrained, extra_key)
+                specs.append(RunSpec(experiment.name, variant, fold, int(seed), cfg, key))
+    return specs
+
+
+# ----------------------------------------------------------------------------------------------------
+# running one run
+# ----------------------------------------------------------------------------------------------------
+class _Context:
+    """What every run of an invocation shares: the dataset object (scanned once)."""
+
+    def __init__(self, data: str | None):
+        self._data_arg = data
+        self._dataset = None
+
+    @property
+    def dataset(self):
+        if self._dataset is None:
+            from apse.data import EmotionImageFolder, locate_dataset
+
+            self._dataset = EmotionImageFolder(locate_dataset(self._data_arg))
+        return self._dataset
+
+
+def _round(metrics: dict | None, digits: int = 6) -> dict | None:
+    if metrics is None:
+        return None
+    return {k: (round(float(v), digits) if isinstance(v, (int, float)) and v is not None else v)
+            for k, v in metrics.items()}
+
+
+def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
+    """Train (or, for the floor, only build) one run and return its small JSON record."""
+    from apse.training import Trainer
+
+    t0, c0 = time.time(), time.process_time()
+    cfg = spec.config
+    trainer = Trainer(cfg, ctx.dataset, None, progress=False)
+    try:
+        if spec.variant.untrained:
+            trainer.setup()
+            test = trainer.test()
+            val = trainer.validate()
+            results = {"test_metrics": test, "val_metrics": val, "chosen_epoch": 0, "history": [],
+                       "data": {"split": {k: len(v) for k, v in trainer.split.items()}},
+                       "train_time_s": 0.0, "feature_extraction_s": getattr(trainer, "feature_seconds", None),
+                       "weights_source": str(getattr(trainer.model.backbone, "weights_source", ""))}
+        else:
+            results = trainer.fit()
+    finally:
+        trainer.close()
+    select = cfg.select_on
+    history = results.get("history") or []
+    return {
+        "test_metrics": _round(results["test_metrics"]),
+        "val_metrics": _round(results.get("val_metrics")),
+        "chosen_epoch": results.get("chosen_epoch"),
+        "val_curve": [None if not h.get("val") else round(float(h["val"][select]), 4) for h in history],
+        "loss_curve": [round(float(h["loss"]), 4) for h in history],
+        "split": results.get("data", {}).get("split"),
+        "train_time_s": round(float(results.get("train_time_s") or 0.0), 2),
+        "feature_extraction_s": results.get("feature_extraction_s"),
+        "weights_source": results.get("weights_source"),
+        "wall_time_s": round(time.time() - t0, 2),
+        "cpu_time_s": round(time.process_time() - c0, 2),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# caching and the experiment loop
+# ----------------------------------------------------------------------------------------------------
+def _find_cached(results_dir: Path, spec: RunSpec) -> Path | None:
+    own = results_dir / spec.experiment / "runs" / spec.filename
+    if own.is_file():
+        return own
+    # the same run may have been done by another experiment (e.g. APSE + GEP in every table)
+    for path in sorted(results_dir.glob(f"*/runs/*-f{spec.fold}-s{spec.seed}-{spec.key}.json")):
+        return path
+    return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _code_hash() -> str:
+    h = hashlib.sha256()
+    for name in ("losses", "model", "attention", "pooling", "training", "evaluation", "metrics", "data",
+                 "config", "backbones", "experiments"):
+        p = REPO_ROOT / "apse" / f"{name}.py"
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] = (0,), force: bool = False,
+                   results_dir: str | os.PathLike = DEFAULT_RESULTS, base: str | os.PathLike = DEFAULT_BASE,
+                   data: str | None = None, overrides: dict | None = None, k: int = K_FOLDS,
+                   execute: Callable[[RunSpec, Any], dict] | None = None, log: Callable[[str], None] = print,
+                   command: str | None = None) -> dict[str, Any]:
+    """Run (or load from cache) every run of experiment ``name``, then write its summary files.
+
+    Returns ``{"experiment", "runs": [records], "summary": rows, "ran": n, "cached": n, "wall_time_s"}``.
+    ``execute`` defaults to :func:`execute_run` (tests pass a stub).
+    """
+    from apse.config import load_config
+
+    t_start, c_start = time.time(), time.process_time()
+    experiment = get_experiment(name)
+    results_dir = Path(results_dir)
+    base_cfg = load_config(base)
+    run_overrides = {"device": "cpu", **(overrides or {})}
+    specs = expand(experiment, base_cfg, folds=folds, seeds=seeds, k=k, overrides=run_overrides)
+    execute = execute or execute_run
+    ctx = _Context(data)
+    records, ran, cached = [], 0, 0
+    out_dir = results_dir / name
+    for i, spec in enumerate(specs, 1):
+        path = out_dir / "runs" / spec.filename
+        found = None if force else _find_cached(results_dir, spec)
+        record = _read_json(found) if found else None
+        if record is not None and record.get("key") == spec.key and record.get("test_metrics"):
+            if found != path:  # produced by another experiment: keep a copy here, say where it came from
+                record = {**record, "experiment": name, "variant": spec.variant.name,
+                          "reused_from": str(found.relative_to(results_dir))}
+                _write_json(path, record)
+            cached += 1
+            records.append(record)
+            continue
+        log(f"[{name} {i}/{len(specs)}] {spec.variant.name} fold {spec.fold} seed {spec.seed} ...")
+        t0 = time.time()
+        result = execute(spec, ctx)
+        record = {"experiment": name, "variant": spec.variant.name, "label": spec.variant.label,
+                  "fold": spec.fold, "seed": spec.seed, "key": spec.key, "untrained": spec.variant.untrained,
+                  "config": spec.config.to_dict(), **result,
+                  "code_hash": _code_hash(), "runner_version": RUNNER_VERSION,
+                  "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+        record.setdefault("wall_time_s", round(time.time() - t0, 2))
+        _write_json(path, record)
+        ran += 1
+        records.append(record)
+        tm = record.get("test_metrics") or {}
+        log(f"    mAP8 {tm.get('mAP8', float('nan')):.4f}  mAP2 {tm.get('mAP2', float('nan')):.4f}  "
+            f"epoch {record.get('chosen_epoch')}  {record['wall_time_s']:.1f}s")
+    wall = time.time() - t_start
+    meta_path = out_dir / "meta.json"
+    meta = _read_json(meta_path) or {"invocations": []}
+    meta["invocations"].append({"command": command, "ran": ran, "cached": cached, "wall_time_s": round(wall, 1),
+                                "cpu_time_s": round(time.process_time() - c_start, 1),
+                                "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(),
+                                "threads": _threads()})
+    _write_json(meta_path, meta)
+    rows = summarise_experiment(experiment, records)
+    info = _table_info(experiment, specs, seeds, folds if folds is not None else experiment.folds, k, meta, records)
+    write_summary(out_dir, experiment, rows, info)
+    extra = EXTRAS.get(name)
+    if extra is not None:
+        extra(out_dir, experiment, rows, info)
+    log(f"[{name}] {ran} run(s) trained, {cached} from cache, {wall:.0f}s; summary in {out_dir}")
+    return {"experiment": name, "runs": records, "summary": rows, "ran": ran, "cached": cached, "wall_time_s": wall}
+
+
+def _threads() -> int | None:
+    try:
+        import torch
+
+        return torch.get_num_threads()
+    except Exception:  # pragma: no cover
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# summaries
+# ----------------------------------------------------------------------------------------------------
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def summarise_experiment(experiment: Experiment, records: Sequence[dict]) -> list[dict]:
+    """One row per variant (in the experiment's order): mean and std over its runs of every metric,
+    plus the paper's numbers where the variant has a paper row."""
+    rows = []
+    for variant in experiment.variants:
+        runs = [r for r in records if r.get("variant") == variant.name and r.get("test_metrics")]
+        row: dict[str, Any] = {"variant": variant.name, "label": variant.label, "n_runs": len(runs),
+                               "folds": sorted({r["fold"] for r in runs}), "seeds": sorted({r["seed"] for r in runs}),
+                               "param": variant.param, "note": variant.note, "mean": {}, "std": {}}
+        for m in METRICS:
+            vals = [float(r["test_metrics"][m]) for r in runs if r["test_metrics"].get(m) is not None]
+            if vals:
+                row["mean"][m], row["std"][m] = _mean_std(vals)
+        epochs = [r.get("chosen_epoch") for r in runs if r.get("chosen_epoch") is not None]
+        row["chosen_epochs"] = epochs
+        row["run_time_s"] = round(sum(float(r.get("wall_time_s") or 0.0) for r in runs), 1)
+        row["cpu_time_s"] = round(sum(float(r.get("cpu_time_s") or 0.0) for r in runs), 1)
+        row["paper_ref"] = list(variant.paper) if variant.paper else None
+        row["paper"] = _paper_values(variant.paper)
+        rows.append(row)
+    return rows
+
+
+def _paper_values(ref: tuple[str, str] | None) -> dict[str, float] | None:
+    if not ref:
+        return None
+    table, method = ref
+    for row in TABLES[table]["rows"]:
+        if row["method"] == method:
+            return dict(row["values"])
+    raise KeyError(f"paper row {method!r} not in {table}")
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _table_info(experiment: Experiment, specs: Sequence[RunSpec], seeds, folds: int, k: int, meta: dict,
+                records: Sequence[dict]) -> dict[str, Any]:
+    cfg = specs[0].config if specs else None
+    epochs = sorted({s.config.epochs for s in specs})
+    wall = [inv["wall_time_s"] for inv in meta.get("invocations", [])]
+    run_time = sum(float(r.get("wall_time_s") or 0.0) for r in records)
+    cpu_time = sum(float(r.get("cpu_time_s") or 0.0) for r in records)
+    splits = [r.get("split") for r in records if r.get("split")]
+    return {
+        "dataset": DATASET_LABEL,
+        "backbone": BACKBONE_LABEL if cfg is None or cfg.backbone == "efficientnet_lite0" else cfg.backbone,
+        "image_size": None if cfg is None else f"{cfg.image_size} px (resize {cfg.resize}, centre crop)",
+        "folds": f"{folds} of a {k}-fold stratified partition (split_seed {cfg.split_seed if cfg else 0})",
+        "seeds": list(seeds),
+        "epochs": epochs,
+        "optimiser": None if cfg is None else (f"{cfg.optimizer}, lr {cfg.lr:g}, momentum {cfg.momentum:g}, "
+                                               f"weight decay {cfg.weight_decay:g}, lr x{cfg.lr_gamma:g} every "
+                                               f"{cfg.lr_step} epochs, batches of {cfg.classes_per_batch} x "
+                                               f"{cfg.samples_per_class}, select on val {cfg.select_on}"),
+        "split_sizes": splits[0] if splits else None,
+        "wall_time_last_s": wall[-1] if wall else None,
+        "wall_time_all_invocations_s": round(sum(wall), 1) if wall else None,
+        "run_time_sum_s": round(run_time, 1),
+        "cpu_time_sum_s": round(cpu_time, 1),
+        "threads": (meta.get("invocations") or [{}])[-1].get("threads"),
+        "commands": [inv.get("command") for inv in meta.get("invocations", []) if inv.get("command")],
+    }
+
+
+def _kendall_tau(a: Sequence[float], b: Sequence[float]) -> float | None:
+    n = len(a)
+    if n < 2:
+        return None
+    s = 0
+    pairs = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            x, y = a[i] - a[j], b[i] - b[j]
+            if x == 0 or y == 0:
+                continue
+            pairs += 1
+            s += 1 if (x > 0) == (y > 0) else -1
+    return s / pairs if pairs else None
+
+
+def ordering_report(rows: Sequence[dict], metric: str = "mAP8") -> dict[str, Any]:
+    """Compare our ordering of the variants with the paper's on ``metric``: Kendall tau and the pairs
+    of variants ordered differently."""
+    both = [r for r in rows if r.get("paper") and metric in r["paper"] and metric in r["mean"]]
+    ours = [r["mean"][metric] for r in both]
+    paper = [r["paper"][metric] for r in both]
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    swapped = []
+    for i in range(len(both)):
+        for j in range(i + 1, len(both)):
+            d_ours, d_paper = sign * (ours[i] - ours[j]), sign * (paper[i] - paper[j])
+            if d_ours * d_paper < 0:
+                better_paper, worse_paper = (both[i], both[j]) if d_paper > 0 else (both[j], both[i])
+                swapped.append((better_paper["variant"], worse_paper["variant"]))
+    return {"metric": metric, "n": len(both), "kendall_tau": _kendall_tau(ours, paper), "swapped": swapped,
+            "ours_order": [r["variant"] for r in sorted(both, key=lambda r: -sign * r["mean"][metric])],
+            "paper_order": [r["variant"] for r in sorted(both, key=lambda r: -sign * r["paper"][metric])]}
+
+
+def write_summary(out_dir: Path, experiment: Experiment, rows: Sequence[dict], info: dict[str, Any]) -> None:
+    """Write ``summary.csv`` (one line per variant) and ``summary.md`` (ours beside the paper's)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = (["experiment", "variant", "label", "n_runs", "folds", "seeds", "epochs", "mean_chosen_epoch"]
+              + [f"{m}_mean" for m in METRICS] + [f"{m}_std" for m in METRICS]
+              + ["paper_table", "paper_method"] + [f"paper_{m}" for m in PAPER_METRICS] + ["run_time_s"])
+    with open(out_dir / "summary.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for r in rows:
+            ref = r.get("paper_ref") or [None, None]
+            paper = r.get("paper") or {}
+            ep = r.get("chosen_epochs") or []
+            w.writerow([experiment.name, r["variant"], r["label"], r["n_runs"], " ".join(map(str, r["folds"])),
+                        " ".join(map(str, r["seeds"])), " ".join(map(str, info.get("epochs") or [])),
+                        round(sum(ep) / len(ep), 1) if ep else ""]
+                       + [_fmt(r["mean"].get(m), 6) if m in r["mean"] else "" for m in METRICS]
+                       + [_fmt(r["std"].get(m), 6) if m in r["std"] else "" for m in METRICS]
+                       + [ref[0] or "", ref[1] or ""] + [paper.get(m, "") for m in PAPER_METRICS]
+                       + [r.get("run_time_s", "")])
+
+    lines = [f"# {experiment.title}", ""]
+    if experiment.description:
+        lines += [experiment.description, ""]
+    wall = info.get("wall_time_last_s")
+    lines += [
+        f"- Dataset: **{info['dataset']}**. Protocol: each held-out fold queries the training folds (minus the "
+        f"validation part carved from them); the epoch is chosen on that validation part only; the held-out "
+        f"fold is evaluated once."
+        + (f" Split sizes (train / val / held-out) of a run: {info['split_sizes'].get('train')} / "
+           f"{info['split_sizes'].get('val')} / {info['split_sizes'].get('test')}." if info.get("split_sizes") else ""),
+        f"- Backbone: **{info['backbone']}**; image size {info['image_size']}.",
+        f"- Folds: {info['folds']}; seeds: {', '.join(map(str, info['seeds']))}; epochs: "
+        f"{', '.join(map(str, info['epochs']))} (every run of this experiment).",
+        f"- Optimisation: {info['optimiser']}.",
+        f"- Numbers: mean ± std (sample std) over the runs (folds x seeds); ANMRR lower is better. "
+        f"Rows marked **{PAPER_LABEL}** are the papers' numbers (full FI, ResNet-50 fine-tuned end to end; "
+        f"no F1 printed), beside ours (**{OURS_LABEL}**): the settings differ, so compare orderings, not values.",
+        f"- Wall time: {_fmt(wall, 0)} s for the last invocation; {_fmt(info.get('run_time_sum_s'), 0)} s summed "
+        f"over the runs in this table ({_fmt(info.get('cpu_time_sum_s'), 0)} s CPU time, torch threads "
+        f"{info.get('threads')}; runs shared with other experiments count here too).",
+    ]
+    if info.get("commands"):
+        lines.append(f"- Command: `{info['commands'][-1]}`")
+    lines += ["", "| variant | source | runs | " + " | ".join(METRICS) + " |",
+              "|---|---|---|" + "---|" * len(METRICS)]
+    for r in rows:
+        cells = [(f"{r['mean'][m]:.4f} ± {r['std'][m]:.4f}" if m in r["mean"] else "—") for m in METRICS]
+        lines.append(f"| {r['label']} | {OURS_LABEL} | {r['n_runs']} | " + " | ".join(cells) + " |")
+        if r.get("paper"):
+            pcells = [_fmt(r["paper"].get(m)) for m in METRICS]
+            lines.append(f"|  | {PAPER_LABEL} |  | " + " | ".join(pcells) + " |")
+    notes = [r for r in rows if r.get("note")]
+    if notes:
+        lines += [""] + [f"- {r['label']}: {r['note']}." for r in notes]
+    refs = {tuple(r["paper_ref"]) for r in rows if r.get("paper_ref")}
+    tables = sorted({t for t, _ in refs} | set(experiment.paper_tables))
+    if tables:
+        lines += ["", "Paper sources:"]
+        for t in tables:
+            tab = TABLES[t]
+            lines.append(f"- {tab['title']}: {tab['source']} {tab['note']}")
+    for metric in ("mAP8", "mAP2"):
+        rep = ordering_report(rows, metric)
+        if rep["n"] >= 3:
+            tau = rep["kendall_tau"]
+            lines += ["", f"Ordering by {metric} ({rep['n']} variants with a paper row): Kendall tau ours vs paper "
+                          f"= {_fmt(tau, 2)}.",
+                      f"- ours: {' > '.join(rep['ours_order'])}",
+                      f"- paper: {' > '.join(rep['paper_order'])}"]
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------
+# experiment-specific outputs
+# ----------------------------------------------------------------------------------------------------
+def plot_lambda(out_dir: Path, experiment: Experiment, rows: Sequence[dict], info: dict[str, Any]) -> Path | None:
+    """results/lambda/lambda.png: mAP8 and mAP2 vs lambda, mean ± std band, paper's lambda = 0.5 points."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if r["param"] is not None and "mAP8" in r["mean"]]
+    if not pts:
+        return None
+    lam = [float(r["param"]) for r in pts]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for ax, metric in zip(axes, ("mAP8", "mAP2")):
+        mean = [r["mean"][metric] for r in pts]
+        std = [r["std"][metric] for r in pts]
+        ax.plot(lam, mean, "o-", color="#1f77b4", label=OURS_LABEL)
+        ax.fill_between(lam, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                        color="#1f77b4", alpha=0.2, label="± 1 std over runs")
+        for prow, marker in zip(TABLES["lambda-figure"]["rows"], ("s", "D")):
+            ax.plot([prow["lam"]], [prow["values"][metric]], marker, color="#d62728", ms=6,
+                    label=f"{PAPER_LABEL}: {prow['method'].split(',')[0]}")
+        ax.set_xlabel("lambda (weight of the embedding loss)")
+        ax.set_title(metric)
+        ax.set_xticks(lam)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{DATASET_LABEL}, {info['folds'].split(' of')[0]} folds, epochs {info['epochs'][0]}; "
+                 "paper curves not published as numbers", fontsize=8)
+    fig.tight_layout()
+    path = Path(out_dir) / "lambda.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+EXTRAS: dict[str, Callable] = {"lambda": plot_lambda}
+
+
+# ----------------------------------------------------------------------------------------------------
+# figures: attention maps, top-5 retrievals (N-pair vs APSE), failure cases
+# ----------------------------------------------------------------------------------------------------
+def _save_small_png(fig, path: Path, dpi: int = 64) -> None:
+    """Save a figure as a small PNG: rendered at a low dpi, then quantised to a 256-colour palette."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    buf.seek(0)
+    Image.open(buf).convert("RGB").quantize(colors=256).save(path, optimize=True)
+
+
+def _thumb(path: str, size: int = 80):
+    """A small square thumbnail of an image file (what the figures show; keeps the PNGs small)."""
+    from PIL import ImageOps
+
+    from apse.data import load_rgb
+
+    return ImageOps.fit(load_rgb(path), (size, size))
+
+
+def _top_k(query_emb, gallery_emb, k: int):
+    import torch
+
+    from apse.metrics import pairwise_distances
+
+    d = pairwise_distances(query_emb, gallery_emb)
+    return torch.sort(d, dim=1, stable=True).indices[:, :k]
+
+
+def make_figures(*, results_dir: str | os.PathLike = DEFAULT_RESULTS, base: str | os.PathLike = DEFAULT_BASE,
+                 data: str | None = None, overrides: dict | None = None, fold: int = 0, seed: int = 0,
+                 n_queries: int = 4, command: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train N-pair and APSE (GEP) on the training folds of ``fold`` and draw, for held-out queries:
+
+    * ``attention_maps.png``: image, polarity-specific (low) and emotion-specific (high) attention map
+      of APSE (TMM Fig. 7) for ``n_queries`` held-out images;
+    * ``retrievals_npair_vs_apse.png``: the same ``n_queries`` queries, top-5 of N-pair then of APSE
+      (TMM Fig. 8); frames: green = same emotion, blue = same polarity, red = opposite polarity;
+    * ``failure_cases.png``: the held-out queries whose APSE top-3 holds the most opposite-polarity
+      images (TMM Fig. 9).
+
+    The queries are drawn at random (seeded), two of each polarity, not picked for looking good.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    from apse import plotting
+    from apse.config import load_config
+    from apse.data import build_transforms
+    from apse.emotions import emotion_name, polarity_of
+    from apse.evaluation import embed_dataset
+    from apse.training import Trainer
+
+    t_start = time.time()
+    out_dir = Path(results_dir) / "figures"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    experiment = get_experiment("figures")
+    base_cfg = load_config(base)
+    run_overrides = {"device": "cpu", **(overrides or {})}
+    ctx = _Context(data)
+    dataset = ctx.dataset
+    trained = {}
+    for variant in experiment.variants:
+        cfg = base_cfg.replace(**{**experiment.overrides, **variant.overrides, **run_overrides, "folds": K_FOLDS, "fold": fold,
+                                  "seed": seed, "protocol": "split"})
+        log(f"[figures] training {variant.name} on the training folds of fold {fold} ...")
+        trainer = Trainer(cfg, dataset, None, progress=False)
+        results = trainer.fit()
+        gallery, g_labels = embed_dataset(trainer.model, trainer.gallery_set, progress=False)
+        queries, q_labels = embed_dataset(trainer.model, trainer.test_set, progress=False)
+        trained[variant.name] = dict(trainer=trainer, config=cfg, gallery=gallery, queries=queries,
+                                     test_metrics=results["test_metrics"], chosen_epoch=results["chosen_epoch"])
+        log(f"    test mAP8 {results['test_metrics']['mAP8']:.4f}  mAP2 {results['test_metrics']['mAP2']:.4f}")
+    apse_run, npair_run = trained["apse-gep"], trained["npair"]
+    trainer = apse_run["trainer"]
+    samples = dataset.samples
+    gallery_idx, test_idx = trainer.split["train"], trainer.split["test"]
+    q_labels = [samples[i][1] for i in test_idx]
+    g_labels = [samples[i][1] for i in gallery_idx]
+
+    rng = np.random.default_rng(seed)
+    picks = []
+    for pol in (0, 1):
+        pool = [j for j, y in enumerate(q_labels) if polarity_of(y) == pol]
+        picks += sorted(rng.choice(pool, size=n_queries // 2, replace=False).tolist())
+    files = {}
+
+    # --- attention maps (APSE) ---
+    model = trainer.model.eval()
+    tf = build_transforms(False, image_size=apse_run["config"].image_size, resize=apse_run["config"].resize,
+                          mean=tuple(model.backbone.mean), std=tuple(model.backbone.std))
+    from apse.data import load_rgb
+
+    images = torch.stack([tf(load_rgb(samples[test_idx[j]][0])) for j in picks])
+    with torch.no_grad():
+        out = model(images)
+    fig, axes = plt.subplots(len(picks), 3, figsize=(3 * 1.6, len(picks) * 1.7), squeeze=False)
+    for row, j in enumerate(picks):
+        img = images[row]
+        mean, std = tuple(model.backbone.mean), tuple(model.backbone.std)
+        axes[row, 0].imshow(plotting.to_image(img, mean, std))
+        plotting._blank(axes[row, 0])
+        p = out.polarity_confidence[row]
+        e = out.emotion_confidence[row]
+        axes[row, 0].set_title(f"{emotion_name(q_labels[j])}", fontsize=7)
+        plotting.overlay_attention(img, out.polarity_map[row], ax=axes[row, 1], mean=mean, std=std,
+                                   title=f"polarity map (p+ {float(p[0]):.2f})")
+        plotting.overlay_attention(img, out.emotion_map[row], ax=axes[row, 2], mean=mean, std=std,
+                                   title=f"emotion map ({emotion_name(int(e.argmax()))} {float(e.max()):.2f})")
+        for ax in axes[row, 1:]:
+            ax.title.set_fontsize(6)
+    fig.suptitle(f"APSE attention, {DATASET_LABEL}, held-out fold {fold}", fontsize=8)
+    fig.tight_layout()
+    files["attention_maps"] = out_dir / "attention_maps.png"
+    _save_small_png(fig, files["attention_maps"], dpi=72)
+    plt.close(fig)
+
+    # --- top-5 retrievals, N-pair vs APSE, same queries ---
+    thumbs: dict[int, Any] = {}
+
+    def thumb(dataset_index: int):
+        if dataset_index not in thumbs:
+            thumbs[dataset_index] = _thumb(samples[dataset_index][0])
+        return thumbs[dataset_index]
+
+    rows_q, rows_ql, rows_res, rows_rl, names = [], [], [], [], []
+    hits: dict[str, list[int]] = {"N-pair": [], "APSE": []}
+    tops = {name: _top_k(run["queries"][picks], run["gallery"], 5)
+            for name, run in (("N-pair", npair_run), ("APSE", apse_run))}
+    for row, j in enumerate(picks):        # each query twice: N-pair's top 5, then APSE's
+        for name in ("N-pair", "APSE"):
+            res = [gallery_idx[int(t)] for t in tops[name][row]]
+            rows_q.append(thumb(test_idx[j]))
+            rows_ql.append(q_labels[j])
+            rows_res.append([thumb(r) for r in res])
+            rows_rl.append([samples[r][1] for r in res])
+            names.append(name)
+            hits[name].append(sum(samples[r][1] == q_labels[j] for r in res))
+    fig = plotting.plot_retrievals(rows_q, rows_ql, rows_res, rows_rl, row_names=names, size=1.1)
+    fig.suptitle(f"Top-5 on {DATASET_LABEL}, held-out fold {fold}: N-pair vs APSE, same queries", fontsize=8)
+    fig.subplots_adjust(top=0.93)
+    files["retrievals"] = out_dir / "retrievals_npair_vs_apse.png"
+    _save_small_png(fig, files["retrievals"])
+    plt.close(fig)
+
+    # --- failure cases: most opposite-polarity images in APSE's top-3 ---
+    top3 = _top_k(apse_run["queries"], apse_run["gallery"], 3)
+    opp = [sum(polarity_of(g_labels[int(t)]) != polarity_of(q_labels[j]) for t in top3[j])
+           for j in range(len(test_idx))]
+    worst = sorted(range(len(test_idx)), key=lambda j: (-opp[j], j))[:3]
+    fig = plotting.plot_retrievals([thumb(test_idx[j]) for j in worst], [q_labels[j] for j in worst],
+                                   [[thumb(gallery_idx[int(t)]) for t in top3[j]] for j in worst],
+                                   [[g_labels[int(t)] for t in top3[j]] for j in worst], size=1.3)
+    fig.suptitle(f"APSE failure cases: most opposite-polarity images in the top 3 ({DATASET_LABEL})", fontsize=8)
+    fig.subplots_adjust(top=0.85)
+    files["failure_cases"] = out_dir / "failure_cases.png"
+    _save_small_png(fig, files["failure_cases"])
+    plt.close(fig)
+
+    wall = time.time() - t_start
+    rel = lambda i: os.path.relpath(samples[i][0], dataset.root) if hasattr(dataset, "root") else samples[i][0]  # noqa: E731
+    summary = {
+        "dataset": DATASET_LABEL, "backbone": BACKBONE_LABEL, "fold": fold, "seed": seed,
+        "epochs": apse_run["config"].epochs, "image_size": apse_run["config"].image_size,
+        "test_metrics": {k: _round(v["test_metrics"], 4) for k, v in trained.items()},
+        "chosen_epoch": {k: v["chosen_epoch"] for k, v in trained.items()},
+        "queries": [rel(test_idx[j]) for j in picks],
+        "top5_same_emotion_hits": hits,
+        "failure_queries": [rel(test_idx[j]) for j in worst],
+        "failure_opposite_in_top3": [opp[j] for j in worst],
+        "opposite_polarity_in_top3_all_queries": {"APSE": round(float(np.mean(opp)), 4)},
+        "files": {k: str(v.relative_to(results_dir)) for k, v in files.items()},
+        "wall_time_s": round(wall, 1), "command": command,
+    }
+    top3n = _top_k(npair_run["queries"], npair_run["gallery"], 3)
+    summary["opposite_polarity_in_top3_all_queries"]["N-pair"] = round(float(np.mean(
+        [sum(polarity_of(g_labels[int(t)]) != polarity_of(q_labels[j]) for t in top3n[j]) for j in range(len(test_idx))])), 4)
+    _write_json(out_dir / "figures.json", summary)
+    lines = [f"# {experiment.title}", "",
+             f"- Dataset: **{DATASET_LABEL}**; backbone: **{BACKBONE_LABEL}**; image size "
+             f"{apse_run['config'].image_size} px; held-out fold {fold} of {K_FOLDS}; seed {seed}; epochs "
+             f"{apse_run['config'].epochs} (epoch chosen on the validation part: N-pair {npair_run['chosen_epoch']}, "
+             f"APSE {apse_run['chosen_epoch']}).",
+             f"- Held-out fold {fold} test mAP8 / mAP2: N-pair {npair_run['test_metrics']['mAP8']:.4f} / "
+             f"{npair_run['test_metrics']['mAP2']:.4f}; APSE {apse_run['test_metrics']['mAP8']:.4f} / "
+             f"{apse_run['test_metrics']['mAP2']:.4f}.",
+             f"- Queries drawn at random (seed {seed}), {n_queries // 2} per polarity; same queries for both "
+             f"models. Same-emotion hits in the top 5: N-pair {hits['N-pair']}, APSE {hits['APSE']}.",
+             f"- Mean number of opposite-polarity images in the top 3 over all held-out queries: N-pair "
+             f"{summary['opposite_polarity_in_top3_all_queries']['N-pair']}, APSE "
+             f"{summary['opposite_polarity_in_top3_all_queries']['APSE']}.",
+             f"- Wall time: {wall:.0f} s" + (f"; command: `{command}`" if command else "") + ".",
+             "", "Files: " + ", ".join(f"`{p.name}`" for p in files.values()) + ".",
+             "The PNGs show small thumbnails of FI images (research use only; see data/README.md)."]
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    log(f"[figures] done in {wall:.0f}s: {', '.join(str(p) for p in files.values())}")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m apse.experiments", description=__doc__.split("\n\n")[0])
+    p.add_argument("name", help=f"experiment: {', '.join(EXPERIMENTS)}, or 'all' (in the order {', '.join(ORDER)})")
+    p.add_argument("--folds", type=int, default=None, help="held-out folds to run (of the 5-fold partition); "
+                                                           "default: the experiment's (5 or 3)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--force", action="store_true", help="re-run runs found in the cache")
+    p.add_argument("--results", default=str(DEFAULT_RESULTS), help="results folder (default: results/)")
+    p.add_argument("--config", default=str(DEFAULT_BASE), help="base config (default: configs/fi-subset-cpu.yaml)")
+    p.add_argument("--data", default=None, help="dataset folder (default: apse.data.locate_dataset())")
+    p.add_argument("--epochs", type=int, default=None, help="epochs for every run (default: the base config's)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further config overrides")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the heads are small, and on 2 busy cores one thread ran an "
+                        "APSE epoch 4x faster than two)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are cached")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    names = list(ORDER) if args.name == "all" else [args.name]
+    for n in names:
+        get_experiment(n)  # validates the name
+    overrides: dict[str, Any] = {}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.set:
+        from apse.config import apply_overrides, load_config
+
+        # typed values (dicts, nulls, booleans) exactly as `python -m apse train KEY=VALUE` reads them
+        typed = apply_overrides(load_config(args.config), args.set).to_dict()
+        for item in args.set:
+            key = item.split("=", 1)[0].strip()
+            overrides[key] = typed[key]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    command = "python -m apse.experiments " + " ".join(sys.argv[1:] if argv is None else list(argv))
+    for n in names:
+        if args.dry_run:
+            from apse.config import load_config
+
+            exp = get_experiment(n)
+            specs = expand(exp, load_config(args.config), folds=args.folds, seeds=args.seeds,
+                           overrides={"device": "cpu", **overrides})
+            for s in specs:
+                hit = _find_cached(Path(args.results), s)
+                print(f"{n}: {s.filename}  {'cached' if hit else 'to run'}")
+            continue
+        if n == "figures":
+            make_figures(results_dir=args.results, base=args.config, data=args.data, overrides=overrides,
+                         command=command)
+            continue
+        run_experiment(n, folds=args.folds, seeds=args.seeds, force=args.force, results_dir=args.results,
+                       base=args.config, data=args.data, overrides=overrides, command=command)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

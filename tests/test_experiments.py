@@ -1,0 +1,247 @@
+"""The experiments runner (config expansion, caching, summaries) and the papers' tables.
+
+Training is replaced by a stub (monkeypatched ``execute``), so these tests need neither the FI images
+nor any training time.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from apse import experiments as ex
+from apse import paper_results as pr
+from apse.config import load_config
+
+BASE = ex.DEFAULT_BASE
+
+
+# ------------------------------------------------------------------------------------------ papers
+@pytest.mark.parametrize("table", list(pr.TABLES.values()), ids=list(pr.TABLES))
+def test_every_paper_row_has_all_metrics_in_range(table):
+    assert table["source"] and table["title"] and "note" in table
+    assert table["rows"], table["id"]
+    for row in table["rows"]:
+        assert tuple(row["values"]) == tuple(table["metrics"]), (table["id"], row["method"])
+        for m, v in row["values"].items():
+            assert isinstance(v, float) and 0.0 < v < 1.0, (table["id"], row["method"], m, v)
+    methods = [r["method"] for r in table["rows"]]
+    assert len(set(methods)) == len(methods), f"duplicate method names in {table['id']}"
+
+
+def test_seven_metric_tables():
+    for t in (pr.ICCV_TABLE1, pr.ICCV_TABLE2, pr.TMM_TABLE1, pr.TMM_TABLE2, pr.TMM_TABLE4):
+        assert t["metrics"] == pr.PAPER_METRICS and len(pr.PAPER_METRICS) == 7
+        assert all(len(r["values"]) == 7 for r in t["rows"])
+    assert len(pr.ICCV_TABLE1["rows"]) == 16 and len(pr.TMM_TABLE1["rows"]) == 23
+    assert len(pr.ICCV_TABLE2["rows"]) == 10 and len(pr.TMM_TABLE2["rows"]) == 12
+    assert len(pr.TMM_TABLE3["rows"]) == 6 and len(pr.TMM_TABLE4["rows"]) == 8
+
+
+def test_numbers_repeated_across_tables_agree():
+    gep = pr.row_values("tmm-table1", "New APSE (GEP)")
+    wep = pr.row_values("iccv-table1", "APSE (WEP)")
+    assert pr.row_values("tmm-table1", "Old APSE (WEP)") == wep
+    assert pr.row_values("iccv-table2", "AT + WEP + HA + CLB + MO (APSE)") == wep
+    assert pr.row_values("tmm-table2", "AT + GEP + HA + CLB + MO (APSE)") == gep
+    assert pr.row_values("tmm-table4", "conv3 (p) + conv5 (e)") == gep
+    adaptive = pr.row_values("tmm-table3", "adaptive (ours)")
+    assert adaptive == {m: gep[m] for m in ("mAP8", "mAP2")}
+    # the AT-only ablation row repeats Table 1's softmax ResNet, N-pair repeats N-pair
+    assert pr.row_values("iccv-table2", "AT") == pr.row_values("iccv-table1", "ResNet (S)")
+    assert pr.row_values("iccv-table2", "N-pair") == pr.row_values("iccv-table1", "N-pair loss (ResNet)")
+    # every ICCV Table 1 row that TMM Table I repeats has the same numbers
+    shared = {"SIFT": "SIFT", "HOG": "HOG", "Sentibank": "SentiBank", "MVSO": "MVSO",
+              "ResNet (S)": "ResNet (S)", "Triplet loss (ResNet)": "Triplet loss",
+              "Contrastive loss (ResNet)": "Contrastive loss", "Yang et al. (ResNet)": "Yang et al."}
+    for iccv, tmm in shared.items():
+        assert pr.row_values("iccv-table1", iccv) == pr.row_values("tmm-table1", tmm), iccv
+    # the ten ICCV ablation rows reappear in TMM Table II (WEP -> GEP for the last one)
+    tmm_rows = [r["values"] for r in pr.TMM_TABLE2["rows"]]
+    for row in pr.ICCV_TABLE2["rows"][:-1]:
+        assert row["values"] in tmm_rows, row["method"]
+
+
+def test_ablation_flags_are_consistent():
+    for table in (pr.ICCV_TABLE2, pr.TMM_TABLE2):
+        for row in table["rows"]:
+            f = row["flags"]
+            assert set(f) == set(pr.ABLATION_FLAGS)
+            assert f["SO"] != f["MO"], row["method"]                         # exactly one output
+            assert sum(f[k] for k in ("N-pair", "EP", "WEP", "GEP")) <= 1, row["method"]
+            assert not (f["SA"] and f["HA"]), row["method"]
+            assert not f["CLB"] or f["MO"], row["method"]                    # CLB needs two levels
+            assert (f["AT"] or f["N-pair"] or f["EP"]), row["method"]
+    # the paper's point: each switch added improves mAP8 within the second part of ICCV Table 2
+    m8 = [r["values"]["mAP8"] for r in pr.ICCV_TABLE2["rows"][5:]]
+    assert m8 == sorted(m8)
+
+
+def test_best_rows_are_what_the_papers_claim():
+    t4 = pr.TMM_TABLE4["rows"]
+    best = {m: (min if m == "ANMRR" else max)(t4, key=lambda r: r["values"][m])["method"] for m in pr.PAPER_METRICS}
+    assert sum(v == "conv3 (p) + conv5 (e)" for v in best.values()) == 6  # "six out of seven criteria"
+    t3 = max(pr.TMM_TABLE3["rows"], key=lambda r: r["values"]["mAP8"])
+    assert t3["beta"] is None
+    assert pr.LAMBDA_FIGURE["best_lambda"] == 0.5
+
+
+# ------------------------------------------------------------------------------------- definitions
+def test_every_variant_paper_reference_resolves_and_names_are_unique():
+    for name in ex.EXPERIMENTS:
+        exp = ex.get_experiment(name)
+        names = [v.name for v in exp.variants]
+        assert len(set(names)) == len(names), name
+        for v in exp.variants:
+            if v.paper:
+                assert ex._paper_values(v.paper), (name, v.name)
+    with pytest.raises(ValueError, match="valid names"):
+        ex.get_experiment("nope")
+
+
+def test_floor_is_in_table1_and_ablation():
+    for name in ("table1", "ablation"):
+        floor = [v for v in ex.get_experiment(name).variants if v.untrained]
+        assert [v.name for v in floor] == ["floor"]
+        assert floor[0].overrides["attention"] == "none" and floor[0].overrides["fusion"] == "single"
+
+
+@pytest.mark.parametrize("name", ["table1", "ablation", "beta", "lambda", "layers"])
+def test_expand_configs(name):
+    base = load_config(BASE)
+    exp = ex.get_experiment(name)
+    specs = ex.expand(exp, base, folds=2, seeds=[0, 1])          # raises if an override is invalid
+    assert len(specs) == len(exp.variants) * 2 * 2
+    # every distinct run has its own key (variants with identical overrides share theirs)
+    distinct = {(json.dumps(s.variant.overrides, sort_keys=True), s.variant.untrained, s.fold, s.seed) for s in specs}
+    assert len({s.key for s in specs}) == len(distinct)
+    assert len({s.filename for s in specs}) == len(specs)
+    for s in specs:
+        assert s.config.folds == ex.K_FOLDS and s.config.fold == s.fold and s.config.seed == s.seed
+        assert s.config.protocol == "split"
+        for k, v in s.variant.overrides.items():
+            assert s.config.to_dict()[k] == v, (s.variant.name, k)
+
+
+def test_run_keys_follow_the_config():
+    base = load_config(BASE)
+    exp = ex.get_experiment("beta")
+    exp = ex.Experiment(exp.name, exp.title, exp.variants[:2], folds=2)
+    specs = ex.expand(exp, base, folds=2, seeds=[0, 1])
+    again = ex.expand(exp, base, folds=2, seeds=[0, 1])
+    assert [s.key for s in again] == [s.key for s in specs]       # deterministic
+    longer = ex.expand(exp, base, folds=2, seeds=[0, 1], overrides={"epochs": base.epochs + 1})
+    assert not {s.key for s in longer} & {s.key for s in specs}   # epochs are part of the key
+    moved = ex.expand(exp, base, folds=2, seeds=[0, 1], overrides={"feature_cache": "/elsewhere"})
+    assert [s.key for s in moved] == [s.key for s in specs]       # where files go is not
+    with pytest.raises(ValueError, match="folds"):
+        ex.expand(exp, base, folds=6)
+
+
+def test_ablation_rows_without_attention_repeat_the_runs_without_at():
+    exp = ex.get_experiment("ablation")
+    specs = {s.variant.name: s for s in ex.expand(exp, load_config(BASE), folds=1)}
+    assert specs["at-npair-so"].key == specs["npair-so"].key and specs["at-ep-so"].key == specs["ep-so"].key
+    others = [s.key for n, s in specs.items() if n not in ("at-npair-so", "at-ep-so")]
+    assert len(set(others)) == len(others)
+
+
+# --------------------------------------------------------------------------------- caching/summaries
+def _stub(calls):
+    def execute(spec, ctx):
+        calls.append((spec.variant.name, spec.fold, spec.seed))
+        # deterministic fake metrics: depend on variant position and fold
+        base = 0.3 + 0.01 * (sum(map(ord, spec.variant.name)) % 20)
+        metrics = {m: base + 0.02 * spec.fold for m in ex.METRICS}
+        return {"test_metrics": metrics, "val_metrics": metrics, "chosen_epoch": 3 + spec.fold,
+                "val_curve": [0.1, 0.2], "loss_curve": [1.0, 0.5], "split": {"train": 453, "val": 28, "test": 121},
+                "train_time_s": 0.0, "wall_time_s": 0.5}
+    return execute
+
+
+def test_run_experiment_caches_skips_and_forces(tmp_path):
+    calls = []
+    out = ex.run_experiment("beta", folds=2, seeds=[0], results_dir=tmp_path, execute=_stub(calls), log=lambda m: None,
+                            command="python -m apse.experiments beta --folds 2")
+    n = len(ex.get_experiment("beta").variants) * 2
+    assert len(calls) == n and out["ran"] == n and out["cached"] == 0
+    files = sorted((tmp_path / "beta" / "runs").glob("*.json"))
+    assert len(files) == n
+    rec = json.loads(files[0].read_text())
+    assert rec["key"] in files[0].name and rec["test_metrics"] and "config" in rec
+    assert files[0].stat().st_size < 8000                          # small: no embeddings
+
+    calls.clear()
+    out = ex.run_experiment("beta", folds=2, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None)
+    assert calls == [] and out["cached"] == n                       # everything skipped
+
+    out = ex.run_experiment("beta", folds=3, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None)
+    assert sorted({c[1] for c in calls}) == [2] and out["cached"] == n  # only the new fold runs
+
+    calls.clear()
+    ex.run_experiment("beta", folds=1, force=True, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None)
+    assert len(calls) == len(ex.get_experiment("beta").variants)   # --force re-runs
+
+    # a corrupt or foreign file is not trusted
+    victim = sorted((tmp_path / "beta" / "runs").glob("beta-0.2-f0-*.json"))[0]
+    victim.write_text("{not json")
+    calls.clear()
+    ex.run_experiment("beta", folds=1, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None)
+    assert calls == [("beta-0.2", 0, 0)]
+
+
+def test_identical_runs_are_shared_between_experiments(tmp_path):
+    calls = []
+    ex.run_experiment("beta", folds=1, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None)
+    calls.clear()
+    ex.run_experiment("lambda", folds=1, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None)
+    # lambda = 0.5 with adaptive beta is the base APSE config: the same run as beta's "adaptive"
+    assert ("lam-0.5", 0, 0) not in calls and len(calls) == len(ex.get_experiment("lambda").variants) - 1
+    reused = json.loads(next((tmp_path / "lambda" / "runs").glob("lam-0.5-*.json")).read_text())
+    assert reused["reused_from"].startswith("beta/runs/beta-adaptive-f0-s0-")
+    assert (tmp_path / "lambda" / "lambda.png").stat().st_size > 1000
+
+
+def test_summary_tables(tmp_path):
+    calls = []
+    ex.run_experiment("beta", folds=3, seeds=[0], results_dir=tmp_path, execute=_stub(calls), log=lambda m: None,
+                      command="python -m apse.experiments beta --folds 3")
+    exp = ex.get_experiment("beta")
+    with open(tmp_path / "beta" / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["variant"] for r in rows] == [v.name for v in exp.variants]
+    for r in rows:
+        assert r["n_runs"] == "3" and r["folds"] == "0 1 2" and r["seeds"] == "0"
+        base = 0.3 + 0.01 * (sum(map(ord, r["variant"])) % 20)
+        vals = [base, base + 0.02, base + 0.04]
+        assert math.isclose(float(r["mAP8_mean"]), sum(vals) / 3, abs_tol=1e-6)
+        assert math.isclose(float(r["mAP8_std"]), 0.02, abs_tol=1e-6)      # sample std of +-0.02 steps
+        assert all(f"{m}_mean" in r for m in ex.METRICS)
+    adaptive = rows[-1]
+    assert float(adaptive["paper_mAP8"]) == 0.7433 and adaptive["paper_FT"] == ""
+    md = (tmp_path / "beta" / "summary.md").read_text()
+    for text in ("FI subset (602 images)", "EfficientNet-Lite0, ImageNet-pretrained, frozen (cached features)",
+                 "paper (FI, ResNet-50)", "ours (FI subset)", "Folds: 3 of a 5-fold", "seeds: 0", "epochs:",
+                 "Wall time:", "image size", "python -m apse.experiments beta --folds 3", " ± ",
+                 "Kendall tau"):
+        assert text in md, text
+    assert md.count("| paper (FI, ResNet-50) |") == len(exp.variants)
+
+
+def test_ordering_report():
+    rows = [{"variant": v, "mean": {"mAP8": o, "ANMRR": 1 - o}, "paper": {"mAP8": p, "ANMRR": 1 - p}}
+            for v, o, p in (("a", 0.1, 0.3), ("b", 0.2, 0.2), ("c", 0.3, 0.1))]
+    rep = ex.ordering_report(rows, "mAP8")
+    assert rep["kendall_tau"] == -1.0 and len(rep["swapped"]) == 3
+    assert rep["ours_order"] == ["c", "b", "a"] and rep["paper_order"] == ["a", "b", "c"]
+    same = [dict(r, paper=dict(r["mean"])) for r in rows]
+    rep = ex.ordering_report(same, "ANMRR")                          # lower is better handled
+    assert rep["kendall_tau"] == 1.0 and rep["swapped"] == [] and rep["ours_order"] == ["c", "b", "a"]
+
+
+def test_cli_dry_run(tmp_path, capsys):
+    assert ex.main(["beta", "--folds", "1", "--results", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("to run") == len(ex.get_experiment("beta").variants)
