@@ -606,7 +606,8 @@ def write_summary(out_dir: Path, experiment: Experiment, rows: Sequence[dict], i
         f"- Numbers: mean ± std (sample std) over the runs (folds x seeds); ANMRR lower is better. "
         f"Rows marked **{PAPER_LABEL}** are the papers' numbers (full FI, ResNet-50 fine-tuned end to end; "
         f"no F1 printed), beside ours (**{OURS_LABEL}**): the settings differ, so compare orderings, not values.",
-        f"- Wall time: {_fmt(wall, 0)} s for the last invocation; {_fmt(info.get('run_time_sum_s'), 0)} s summed "
+        f"- Wall time: {_fmt(wall, 0)} s for the last invocation, {_fmt(info.get('wall_time_all_invocations_s'), 0)} s "
+        f"for all invocations (meta.json); {_fmt(info.get('run_time_sum_s'), 0)} s summed "
         f"over the runs in this table ({_fmt(info.get('cpu_time_sum_s'), 0)} s CPU time, torch threads "
         f"{info.get('threads')}; runs shared with other experiments count here too).",
     ]
@@ -890,11 +891,67 @@ def make_figures(*, results_dir: str | os.PathLike = DEFAULT_RESULTS, base: str 
 
 
 # ----------------------------------------------------------------------------------------------------
+# index of all results
+# ----------------------------------------------------------------------------------------------------
+def write_index(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> Path:
+    """``results/README.md``: every experiment's command, time, and mAP8 / mAP2 beside the paper's."""
+    results_dir = Path(results_dir)
+    lines = ["# Results: the papers' experiments re-run on the FI subset", "",
+             f"Dataset **{DATASET_LABEL}**, backbone **{BACKBONE_LABEL}**. Produced by `python -m apse.experiments "
+             "NAME` (see `apse/experiments.py`); each folder holds `summary.md` (all 8 metrics, mean ± std, the "
+             "settings), `summary.csv`, `meta.json` (invocations, wall and CPU time) and `runs/` (one small JSON per "
+             "run: variant x held-out fold x seed). Paper numbers: `apse/paper_results.py`, marked "
+             f"\"{PAPER_LABEL}\". The settings differ from the papers' (3% of FI, frozen small backbone, 20 epochs), "
+             "so compare orderings, not values.", ""]
+    total_wall = total_cpu = 0.0
+    for name in ORDER:
+        d = results_dir / name
+        meta = _read_json(d / "meta.json") or {}
+        invs = meta.get("invocations", [])
+        wall = sum(float(i.get("wall_time_s") or 0) for i in invs)
+        cpu = sum(float(i.get("cpu_time_s") or 0) for i in invs)
+        if name == "figures":
+            fj = _read_json(d / "figures.json")
+            if fj:
+                wall = cpu = float(fj.get("wall_time_s") or 0)
+                lines += [f"## figures", "", f"`{fj.get('command')}`: {wall:.0f} s. PNGs: "
+                          + ", ".join(f"[{Path(v).name}]({name}/{Path(v).name})" for v in fj["files"].values()) + ".", ""]
+                total_wall += wall
+                total_cpu += cpu
+            continue
+        if not (d / "summary.csv").is_file():
+            continue
+        total_wall += wall
+        total_cpu += cpu
+        with open(d / "summary.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        title = get_experiment(name).title
+        cmds = [i.get("command") for i in invs if i.get("command")]
+        lines += [f"## [{name}]({name}/summary.md): {title}", "",
+                  f"Command: `{cmds[-1] if cmds else 'python -m apse.experiments ' + name}`; "
+                  f"{rows[0]['n_runs'] if rows else '?'} run(s) per row (folds: {rows[0]['folds'] if rows else '?'}), "
+                  f"epochs {rows[0]['epochs'] if rows else '?'}; wall time {wall:.0f} s, CPU time {cpu:.0f} s "
+                  f"(all invocations).", "",
+                  f"| variant | mAP8 ours | mAP2 ours | mAP8 {PAPER_LABEL} | mAP2 {PAPER_LABEL} |", "|---|---|---|---|---|"]
+        for r in rows:
+            ours = [f"{float(r[m + '_mean']):.4f} ± {float(r[m + '_std']):.4f}" if r.get(m + "_mean") else "—"
+                    for m in ("mAP8", "mAP2")]
+            paper = [f"{float(r['paper_' + m]):.4f}" if r.get("paper_" + m) else "—" for m in ("mAP8", "mAP2")]
+            lines.append(f"| {r['label']} | {ours[0]} | {ours[1]} | {paper[0]} | {paper[1]} |")
+        lines.append("")
+    lines += [f"Total: {total_wall / 60:.1f} min wall, {total_cpu / 60:.1f} min CPU over the experiments above."]
+    path = results_dir / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m apse.experiments", description=__doc__.split("\n\n")[0])
-    p.add_argument("name", help=f"experiment: {', '.join(EXPERIMENTS)}, or 'all' (in the order {', '.join(ORDER)})")
+    p.add_argument("name", help=f"experiment: {', '.join(EXPERIMENTS)}, 'all' (in the order {', '.join(ORDER)}), "
+                                "or 'index' (write results/README.md from the summaries)")
     p.add_argument("--folds", type=int, default=None, help="held-out folds to run (of the 5-fold partition); "
                                                            "default: the experiment's (5 or 3)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -913,6 +970,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    if args.name == "index":
+        print(write_index(args.results))
+        return 0
     names = list(ORDER) if args.name == "all" else [args.name]
     for n in names:
         get_experiment(n)  # validates the name

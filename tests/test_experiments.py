@@ -228,6 +228,9 @@ def test_summary_tables(tmp_path):
                  "Kendall tau"):
         assert text in md, text
     assert md.count("| paper (FI, ResNet-50) |") == len(exp.variants)
+    index = ex.write_index(tmp_path).read_text()
+    assert "## [beta](beta/summary.md)" in index and "python -m apse.experiments beta --folds 3" in index
+    assert index.count("| beta") == len(exp.variants) and "0.7433" in index
 
 
 def test_ordering_report():
