@@ -3,7 +3,7 @@
 :class:`RetrievalExplorer` puts one or more trained models behind a small ipywidgets app: pick a query
 from the gallery (filtered by emotion) or upload an image, choose how many results to show, and see the
 ranked gallery of every model side by side, one row per model. Each result is a thumbnail titled with
-its rank, emotion and distance, framed by the papers' ranking tiers (ICCV Fig. 1): green = same emotion
+its rank, emotion, polarity (+/-) and distance, framed by the papers' ranking tiers (ICCV Fig. 1): green = same emotion
 as the query, blue = same polarity, red = opposite polarity.
 
 Everything the app shows is computed by plain methods that also work without widgets (and are what
@@ -312,7 +312,8 @@ class RetrievalExplorer:
                 color = UNKNOWN_TIER_COLOR if label is None else TIER_COLORS[
                     retrieval_tier(label, EMOTIONS.index(r.emotion))]
                 self._frame(ax, color)
-                ax.set_title(f"{r.rank}. {r.emotion}\nd = {r.distance:.3f}", fontsize=7)
+                sign = "+" if r.polarity == POLARITIES[0] else "−"     # the polarity, as a sign
+                ax.set_title(f"{r.rank}. {r.emotion} ({sign})\nd = {r.distance:.3f}", fontsize=7)
         if label is not None:
             handles = [plt.Line2D([], [], color=c, lw=4, label=t) for t, c in TIER_COLORS.items()]
             fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)

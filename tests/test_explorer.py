@@ -149,3 +149,14 @@ def test_widget_builds_headless(tmp_path):
     emotion.value = "fear"                      # filters the query picker
     assert [v for _, v in picker.options] == [4]
     plt.close("all")
+
+
+def test_figure_to_jpeg_is_a_jpeg_of_the_figure():
+    from apse.plotting import figure_to_jpeg
+
+    fig, ax = plt.subplots(figsize=(2, 1), dpi=50)
+    ax.imshow(torch.rand(8, 8, 3).numpy())
+    data = figure_to_jpeg(fig, quality=70)
+    plt.close(fig)
+    img = Image.open(io.BytesIO(data))
+    assert data[:3] == b"\xff\xd8\xff" and img.format == "JPEG" and img.size == (100, 50)
