@@ -7,31 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from apse.__main__ import main
-from apse.emotions import EMOTIONS
+from conftest import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = {"mAP8", "mAP2", "NN", "FT", "ST", "DCG", "F1", "ANMRR"}
-
-
-def make_dataset(root: Path, per_class: int = 6, size: int = 48, seed: int = 0) -> Path:
-    """8 emotion folders of small JPEGs: a per-emotion colour and stripe orientation plus noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    for e, name in enumerate(EMOTIONS):
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        colour = np.array([(e * 37) % 256, (e * 91 + 60) % 256, (255 - e * 29) % 256], dtype=np.float32)
-        stripes = 60 * np.sin((xx * np.cos(e) + yy * np.sin(e)) * (0.2 + 0.05 * e))[..., None]
-        for i in range(per_class):
-            img = colour + stripes + rng.normal(0, 25, (size, size, 3))
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{name}{i}.jpg", quality=90)
-    return root
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -44,7 +28,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def trained(tmp_path_factory):
     """One two-epoch training run through the CLI, shared by the tests below."""
     tmp = tmp_path_factory.mktemp("cli")
-    data = make_dataset(tmp / "data", per_class=8)
+    data = make_dataset(tmp / "data", per_class=8, size=48)
     config = tmp / "tiny.yaml"
     config.write_text(
         "backbone: efficientnet_lite0\npretrained: false\nimage_size: 32\nresize: 36\nhigh_stage: conv4\n"
@@ -78,7 +62,7 @@ def test_evaluate_leave_one_out_and_split(trained, capsys):
     assert loo["num_queries"] == loo["num_gallery"] == 64
     assert "leave-one-out: 64 queries" in capsys.readouterr().out
 
-    queries = make_dataset(tmp / "queries", per_class=2, seed=3)
+    queries = make_dataset(tmp / "queries", per_class=2, size=48, seed=3)
     assert main(["evaluate", "--checkpoint", ckpt, "--queries", str(queries), "--gallery", str(data),
                  "--json", str(tmp / "split.json"), "--quiet"]) == 0
     split = json.loads((tmp / "split.json").read_text())

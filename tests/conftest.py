@@ -1,0 +1,22 @@
+"""Shared test fixtures: a tiny generated dataset in FI's folder layout (never real FI images)."""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from apse.emotions import EMOTIONS
+
+
+def make_dataset(root: Path, per_class: int = 8, size: int = 64, seed: int = 0) -> Path:
+    """8 emotion folders of small JPEGs: a per-emotion colour and stripe orientation plus noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for e, name in enumerate(EMOTIONS):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = np.array([(e * 37) % 256, (e * 91 + 60) % 256, (255 - e * 29) % 256], dtype=np.float32)
+        stripes = 60 * np.sin((xx * np.cos(e) + yy * np.sin(e)) * (0.2 + 0.05 * e))[..., None]
+        for i in range(per_class):
+            img = colour + stripes + rng.normal(0, 25, (size, size, 3))
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{name}{i}.jpg", quality=90)
+    return root
