@@ -5,7 +5,7 @@ high level):
 
 1. ``A = sum_n F_n``                        :func:`channel_sum`        -> (B, h, w)
 2. ``Z = softmax_{h*w}(A / T)``             :func:`spatial_softmax`    -> spatial mask, sums to 1 (T: see below)
-3. ``F_hat = F * Z``                        :func:`apply_spatial_mask` -> (B, c, h, w)
+3. ``F_hat = F * (h w Z)``                  :func:`apply_spatial_mask` -> (B, c, h, w) (papers: F * Z; see below)
 4. ``S = conv1x1(F_hat)``                   the only learned layer     -> (B, K, h, w)
 5. ``c = softmax(GAP(S))``                  :func:`class_confidences`  -> (B, K), rows sum to 1
 
@@ -32,8 +32,20 @@ number of attended positions: 159 of 784 at conv3, 16 of 49 at conv5) with no de
 ``temperature=1.0`` is the papers' formula exactly, and any positive number is a fixed temperature;
 the book's attention chapter can show all three.
 
-Scale: Z sums to 1, so F_hat = F * Z is about 1/(h w) of F. The projections that follow have no bias
-and end in l2 normalisation, so this scale does not matter for the embedding.
+Second deviation (step 3), the scale of the mask, and why. Z sums to 1, so F_hat = F * Z is about
+1/(h w) of F, and so are the class maps S and their GAP: the confidence logits are
+``W (sum_p Z_p F_p) / (h w) + b``, an attention-pooled feature shrunk by 1/784 at conv3 (224 px) and
+1/49 at conv5. The 1x1 conv would need weights h*w times larger to reach useful logits, and its
+gradients are h*w times smaller, so with any learning rate that suits the rest of the network the
+confidences never leave uniform (measured on the FI subset with frozen Lite0 after a full training run:
+polarity confidences 0.497-0.503 for every image, emotion top confidence ~0.16; chapter 8 shows it).
+WEP weights and GEP's adaptive beta are computed from these confidences, so they too stay constant.
+By default (``mask_scale="mean"``) the mask is therefore applied as ``h*w*Z`` (mean 1 over the
+positions instead of sum 1): F_hat keeps F's scale and GAP(S) = W (attention-weighted mean of F) + b.
+This is a re-parametrisation, not a new model: ``mask_scale="sum"`` (the papers' formula) with the
+conv weights multiplied by h*w computes the same S for a fixed input size; only the conditioning of
+training changes. The projections after the heads have no bias and end in l2 normalisation, so the
+embedding does not see the scale either way.
 """
 from __future__ import annotations
 
@@ -44,8 +56,10 @@ from torch import nn
 
 __all__ = [
     "NORMS",
+    "MASK_SCALES",
     "channel_sum",
     "spatial_softmax",
+    "scale_spatial_mask",
     "apply_spatial_mask",
     "class_confidences",
     "combine_class_maps",
@@ -56,6 +70,7 @@ __all__ = [
 ]
 
 NORMS = ("minmax", "softmax", "l1", "none")
+MASK_SCALES = ("mean", "sum")
 
 
 def _check_map(x: torch.Tensor, name: str, dims: int = 4) -> None:
@@ -88,6 +103,20 @@ def spatial_softmax(aggregation: torch.Tensor, temperature: float | str = 1.0, e
     else:
         raise ValueError(f"expected a positive temperature or 'std', got {temperature!r}")
     return flat.softmax(dim=1).reshape(b, h, w)
+
+
+def scale_spatial_mask(mask: torch.Tensor, scale: str = "mean") -> torch.Tensor:
+    """The mask step 3 applies: ``"mean"`` -> h*w*Z (averages 1 over positions), ``"sum"`` -> Z itself.
+
+    ``"sum"`` is the papers' formula; ``"mean"`` (the default of :class:`AttentionHead`) keeps the
+    masked features at the scale of F (see the module docstring for why it matters).
+    """
+    _check_map(mask, "mask", dims=3)
+    if scale == "mean":
+        return mask * (mask.shape[1] * mask.shape[2])
+    if scale == "sum":
+        return mask
+    raise ValueError(f"expected a mask scale among {MASK_SCALES}, got {scale!r}")
 
 
 def apply_spatial_mask(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -154,7 +183,8 @@ class AttentionResult:
     """What :class:`AttentionHead` returns (every intermediate the book wants to show).
 
     features: attended features F_a = F_hat * U (B, c, h, w); confidences: c (B, K);
-    attention_map: U (B, h, w); spatial_mask: Z (B, h, w); class_maps: S (B, K, h, w);
+    attention_map: U (B, h, w); spatial_mask: the mask step 3 applied, h*w*Z with ``mask_scale="mean"``
+    (mean 1) or Z with ``"sum"`` (sum 1), (B, h, w); class_maps: S (B, K, h, w);
     logits: GAP(S) (B, K), the pre-softmax scores.
     """
 
@@ -169,25 +199,27 @@ class AttentionResult:
 class AttentionHead(nn.Module):
     """Attention head + output head at one level (ICCV Sec. 3.1, Fig. 3, Eq. 1).
 
-    ``AttentionHead(in_channels, num_classes, norm="minmax")``; ``forward(F)`` returns an
-    :class:`AttentionResult`. The 1x1 conv (with bias) is the only parameter.
+    ``AttentionHead(in_channels, num_classes, norm="minmax", temperature="std", mask_scale="mean")``;
+    ``forward(F)`` returns an :class:`AttentionResult`. The 1x1 conv (with bias) is the only parameter.
+    ``temperature=1.0, mask_scale="sum"`` is the papers' head exactly (see the module docstring).
     """
 
     def __init__(self, in_channels: int, num_classes: int, norm: str = "minmax", temperature: float | str = "std",
-                 eps: float = 1e-6):
+                 mask_scale: str = "mean", eps: float = 1e-6):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"expected an attention norm among {NORMS}, got {norm!r}")
         spatial_softmax(torch.zeros(1, 1, 1), temperature)  # validates temperature with a clear error
+        scale_spatial_mask(torch.ones(1, 1, 1), mask_scale)  # and the mask scale
         self.in_channels, self.num_classes = in_channels, num_classes
-        self.norm, self.temperature, self.eps = norm, temperature, eps
+        self.norm, self.temperature, self.mask_scale, self.eps = norm, temperature, mask_scale, eps
         self.classifier = nn.Conv2d(in_channels, num_classes, kernel_size=1)
 
     def forward(self, features: torch.Tensor) -> AttentionResult:
         _check_map(features, "features")
         if features.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} feature channels, got {features.shape[1]}")
-        z = spatial_softmax(channel_sum(features), self.temperature)          # steps 1-2
+        z = scale_spatial_mask(spatial_softmax(channel_sum(features), self.temperature), self.mask_scale)
         f_hat = apply_spatial_mask(features, z)                                # step 3
         s = self.classifier(f_hat)                                             # step 4
         logits = s.mean(dim=(2, 3))
@@ -197,4 +229,4 @@ class AttentionHead(nn.Module):
                                spatial_mask=z, class_maps=s, logits=logits)
 
     def extra_repr(self) -> str:
-        return f"norm={self.norm!r}, temperature={self.temperature}"
+        return f"norm={self.norm!r}, temperature={self.temperature}, mask_scale={self.mask_scale!r}"

@@ -34,6 +34,7 @@ BACKBONES = ("resnet50", "efficientnet_lite0")
 ATTENTIONS = ("hierarchical", "emotion", "none")
 FUSIONS = ("clb", "concat", "single")
 ATTENTION_NORMS = ("minmax", "softmax", "l1", "none")
+ATTENTION_MASK_SCALES = ("mean", "sum")
 LOW_ATTENTIONS = ("polarity", "emotion")
 CLB_REDUCTIONS = ("linear", "bn_relu")
 STAGES = ("conv2", "conv3", "conv4", "conv5")
@@ -65,6 +66,7 @@ class TrainConfig:
     fusion: str = "clb"                        # "clb" | "concat" (MO) | "single" (SO)
     attention_norm: str = "minmax"             # norm of the output-head map U: minmax|softmax|l1|none
     attention_temperature: str = "std"         # spatial softmax Z: "std" (standardised map) or a number (1 = papers')
+    attention_mask_scale: str = "mean"         # mask applied at mean 1 ("mean") or sum 1 ("sum" = papers')
     embedding_dim: int = 512
     clb_reduce_low: str = "auto"               # CLB 1x1 reduction of the low level: auto | none | channels
     clb_reduce_high: str = "auto"              # same for the high level
@@ -80,6 +82,7 @@ class TrainConfig:
     # --- optimisation ---
     optimizer: str = "sgd"
     lr: float = 1e-3
+    attention_lr: Optional[float] = None       # lr of the attention heads' 1x1 convs; None = lr
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_step: int = 40                          # StepLR step size, epochs
@@ -136,6 +139,7 @@ class TrainConfig:
         if STAGES.index(self.low_stage) > STAGES.index(self.high_stage):
             raise ConfigError(f"low_stage ({self.low_stage}) must not be deeper than high_stage ({self.high_stage})")
         _choice("attention_norm", self.attention_norm, ATTENTION_NORMS)
+        _choice("attention_mask_scale", self.attention_mask_scale, ATTENTION_MASK_SCALES)
         _choice("loss", self.loss, LOSSES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("protocol", self.protocol, PROTOCOLS)
@@ -154,6 +158,8 @@ class TrainConfig:
             raise ConfigError(f"beta must lie in [0, 1] or be null (adaptive), got {self.beta}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.attention_lr is not None and self.attention_lr <= 0:
+            raise ConfigError(f"attention_lr must be positive or null, got {self.attention_lr}")
         if self.image_size > self.resize:
             raise ConfigError(f"image_size ({self.image_size}) must not exceed resize ({self.resize})")
         if self.samples_per_class % 2:
@@ -215,7 +221,8 @@ class TrainConfig:
                     embedding_dim=self.embedding_dim, attention_norm=self.attention_norm,
                     low_attention=self.low_attention, clb_reduce_low=self.model_kwargs_value("clb_reduce_low"),
                     clb_reduce_high=self.model_kwargs_value("clb_reduce_high"), clb_reduction=self.clb_reduction,
-                    attention_temperature=self.temperature_value())
+                    attention_temperature=self.temperature_value(),
+                    attention_mask_scale=self.attention_mask_scale)
 
     def resolved_attention_loss(self, model_has_heads: bool) -> bool:
         """Whether the attention loss is used, for a model with or without attention heads."""

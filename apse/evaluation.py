@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from apse.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_embeddings
 
-__all__ = ["embed_dataset", "evaluate_split", "leave_one_out", "evaluate_embeddings_split", "run_folds",
+__all__ = ["embed_dataset", "attention_report", "evaluate_split", "leave_one_out", "evaluate_embeddings_split", "run_folds",
            "summarise", "format_metrics", "METRIC_NAMES", "LOWER_IS_BETTER"]
 
 
@@ -95,6 +95,44 @@ def embed_dataset(
     finally:
         net.train(was_training)
     return torch.cat(embeddings), torch.cat(labels)
+
+
+@torch.no_grad()
+def attention_report(model: torch.nn.Module, dataset: Dataset, batch_size: int = 64) -> dict[str, float | None]:
+    """How well the attention heads classify ``dataset``: accuracy of the argmax confidence, and the
+    mean of the top confidence (1/K for a head that never left uniform, 1 for a fully confident one).
+
+    Keys ``polarity_accuracy``, ``polarity_top_confidence`` (the low head, when it is supervised by
+    polarity), ``emotion_accuracy``, ``emotion_top_confidence`` (the high head); None where the model
+    has no such head. WEP weights and GEP's adaptive beta are computed from these confidences.
+    """
+    from apse.emotions import polarity_labels
+
+    net = _unwrap(model)
+    device = _model_device(net)
+    was_training = net.training
+    net.eval()
+    conf: dict[str, list[torch.Tensor]] = {"polarity": [], "emotion": []}
+    labels = []
+    try:
+        for inputs, target in _batches(dataset, batch_size, 0, device):
+            if isinstance(inputs, dict):
+                out = net.forward_features({k: v.to(device) for k, v in inputs.items()})
+            else:
+                out = net(inputs.to(device))
+            for name, c in (("polarity", out.polarity_confidence), ("emotion", out.emotion_confidence)):
+                if c is not None:
+                    conf[name].append(c.float().cpu())
+            labels.append(torch.as_tensor(target, dtype=torch.long).cpu())
+    finally:
+        net.train(was_training)
+    y = torch.cat(labels)
+    report: dict[str, float | None] = {}
+    for name, truth in (("polarity", polarity_labels(y)), ("emotion", y)):
+        c = torch.cat(conf[name]) if conf[name] else None
+        report[f"{name}_accuracy"] = None if c is None else (c.argmax(1) == truth).float().mean().item()
+        report[f"{name}_top_confidence"] = None if c is None else c.max(1).values.mean().item()
+    return report
 
 
 def _batches(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device):

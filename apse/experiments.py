@@ -50,7 +50,7 @@ __all__ = ["Variant", "Experiment", "RunSpec", "EXPERIMENTS", "METRICS", "RUNNER
            "run_key", "run_experiment", "summarise_experiment", "write_summary", "main"]
 
 #: Bump when a change of this runner (protocol, what a run computes) invalidates cached runs.
-RUNNER_VERSION = 1
+RUNNER_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BASE = REPO_ROOT / "configs" / "fi-subset-cpu.yaml"
 DEFAULT_RESULTS = REPO_ROOT / "results"
@@ -76,8 +76,9 @@ class Variant:
     """One row of an experiment: config overrides, and the paper row it stands beside.
 
     ``paper``: ``(table id in apse.paper_results.TABLES, method)`` or None. ``untrained``: evaluate the
-    freshly initialised head (the floor baseline) instead of training. ``param``: the swept value
-    (beta, lambda) used by plots.
+    freshly initialised head (the random-projection reference) instead of training. ``param``: the swept
+    value (beta, lambda) used by plots. ``floor``: the row is a trained linear 512-d head on frozen,
+    GAP-pooled features (softmax or N-pair, SO), the floor every real method must beat.
     """
 
     name: str
@@ -87,6 +88,7 @@ class Variant:
     untrained: bool = False
     param: Any = None
     note: str = ""
+    floor: bool = False       # a trained linear 512-d head on frozen GAP features: the floor to beat
 
 
 @dataclass(frozen=True)
@@ -105,21 +107,23 @@ class Experiment:
 _SO = {"attention": "none", "fusion": "single"}
 _HA_CLB = {"attention": "hierarchical", "fusion": "clb"}
 
-FLOOR = Variant("floor", "floor: untrained linear 512-d head on GAP features", {**_SO, "loss": "npair"},
+FLOOR = Variant("floor", "untrained linear 512-d head on GAP features (random projection)", {**_SO, "loss": "npair"},
                 None, untrained=True,
-                note="never trained: a random linear map of GAP(conv5) to 512-d, l2-normalised")
+                note="never trained: a random linear map of GAP(conv5) to 512-d, l2-normalised; what the ImageNet "
+                     "features alone retrieve")
 
 
 def _table1() -> Experiment:
     t = "tmm-table1"
     rows = [
         FLOOR,
-        Variant("softmax", "softmax (ResNet (S) analogue)", {**_SO, "loss": "softmax"}, (t, "ResNet (S)")),
+        Variant("softmax", "softmax (ResNet (S) analogue; linear floor)", {**_SO, "loss": "softmax"}, (t, "ResNet (S)"),
+                floor=True),
         Variant("contrastive", "contrastive loss (margin 0.4)",
                 {**_SO, "loss": "contrastive", "loss_options": {"margin": 0.4}}, (t, "Contrastive loss")),
         Variant("triplet", "triplet loss (margin 0.2, semi-hard)",
                 {**_SO, "loss": "triplet", "loss_options": {"margin": 0.2}}, (t, "Triplet loss")),
-        Variant("npair", "N-pair loss", {**_SO, "loss": "npair"}, (t, "N-pair loss")),
+        Variant("npair", "N-pair loss (linear floor)", {**_SO, "loss": "npair"}, (t, "N-pair loss"), floor=True),
         Variant("center", "center loss", {**_SO, "loss": "center"}, (t, "Center loss")),
         Variant("binomial", "binomial deviance", {**_SO, "loss": "binomial"}, (t, "Binomial deviance")),
         Variant("arcface", "ArcFace", {**_SO, "loss": "arcface"}, (t, "ArcFace")),
@@ -147,9 +151,10 @@ def _ablation() -> Experiment:
     frozen_at = "frozen backbone: AT without SA/HA shares no parameter with the embedding, so this is the run without AT"
     rows = [
         FLOOR,
-        Variant("at-so", "AT, SO (= softmax on GAP(conv5))", {**_SO, "loss": "softmax"}, (t, "AT"),
+        Variant("at-so", "AT, SO (= softmax on GAP(conv5); linear floor)", {**_SO, "loss": "softmax"}, (t, "AT"),
+                floor=True,
                 note="the papers print Table 1's ResNet (S) numbers for this row; here: the softmax-trained head"),
-        Variant("npair-so", "N-pair, SO", {**_SO, "loss": "npair"}, (t, "N-pair")),
+        Variant("npair-so", "N-pair, SO (linear floor)", {**_SO, "loss": "npair"}, (t, "N-pair"), floor=True),
         Variant("ep-so", "EP, SO", {**_SO, "loss": "ep"}, (t, "EP")),
         Variant("at-npair-so", "AT + N-pair, SO (= N-pair, SO)", {**_SO, "loss": "npair"}, (t, "AT + N-pair"),
                 note=frozen_at),
@@ -211,6 +216,25 @@ def _lambda() -> Experiment:
                       paper_tables=("lambda-figure",))
 
 
+def _attention() -> Experiment:
+    # Not a table of the papers: the scale of the spatial mask and the attention heads' lr (see
+    # apse.attention). Chosen on the validation parts only (the summary's "val" column); the held-out
+    # folds are reported like every other experiment, not used to choose.
+    full = {**_HA_CLB, "loss": "apse"}
+    rows = [Variant("mask-sum", "mask at sum 1 (papers' scale), heads at the base lr",
+                    {**full, "attention_mask_scale": "sum", "attention_lr": None}, param=("sum", None))]
+    rows += [Variant(f"mask-mean-lr{lr:g}", f"mask at mean 1, heads at lr {lr:g}",
+                     {**full, "attention_mask_scale": "mean", "attention_lr": lr}, param=("mean", lr))
+             for lr in (0.2, 0.01, 0.001)]
+    return Experiment("attention", "Attention heads: scale of the spatial mask and lr of the heads (not in the papers)",
+                      tuple(rows), folds=3,
+                      description="Does the attention head learn? The papers' mask (sum 1) shrinks the heads' "
+                                  "logits by 1/(h*w); at mean 1 they read attention-pooled features at the "
+                                  "backbone's scale and want the lr of a linear classifier. The configuration "
+                                  "with the best mean validation mAP8 becomes the base config of the other "
+                                  "experiments. Heads' accuracy and top confidence: see attention.md.")
+
+
 def _figures() -> Experiment:
     rows = (Variant("npair", "N-pair loss", {**_SO, "loss": "npair"}),
             Variant("apse-gep", "APSE + GEP", {**_HA_CLB, "loss": "apse"}))
@@ -219,9 +243,9 @@ def _figures() -> Experiment:
 
 EXPERIMENTS: dict[str, Callable[[], Experiment]] = {
     "table1": _table1, "ablation": _ablation, "beta": _beta, "lambda": _lambda, "layers": _layers,
-    "figures": _figures,
+    "figures": _figures, "attention": _attention,
 }
-ORDER = ("ablation", "table1", "beta", "lambda", "layers", "figures")
+ORDER = ("attention", "ablation", "table1", "beta", "lambda", "layers", "figures")
 
 
 def get_experiment(name: str) -> Experiment:
@@ -324,6 +348,12 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
                        "weights_source": str(getattr(trainer.model.backbone, "weights_source", ""))}
         else:
             results = trainer.fit()
+        attention = None
+        if trainer.model.low_head is not None or trainer.model.high_head is not None:
+            from apse.evaluation import attention_report
+
+            attention = {part: _round(attention_report(trainer.model, ds))
+                         for part, ds in (("val", trainer.val_set), ("test", trainer.test_set)) if len(ds)}
     finally:
         trainer.close()
     select = cfg.select_on
@@ -332,6 +362,7 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
         "test_metrics": _round(results["test_metrics"]),
         "val_metrics": _round(results.get("val_metrics")),
         "chosen_epoch": results.get("chosen_epoch"),
+        "attention_heads": attention,
         "val_curve": [None if not h.get("val") else round(float(h["val"][select]), 4) for h in history],
         "loss_curve": [round(float(h["loss"]), 4) for h in history],
         "split": results.get("data", {}).get("split"),
@@ -479,11 +510,25 @@ def summarise_experiment(experiment: Experiment, records: Sequence[dict]) -> lis
             vals = [float(r["test_metrics"][m]) for r in runs if r["test_metrics"].get(m) is not None]
             if vals:
                 row["mean"][m], row["std"][m] = _mean_std(vals)
+        # validation (what selection may look at) and the attention heads on the held-out fold
+        row["val_mean"] = {}
+        for m in METRICS:
+            vals = [float(r["val_metrics"][m]) for r in runs if (r.get("val_metrics") or {}).get(m) is not None]
+            if vals:
+                row["val_mean"][m] = sum(vals) / len(vals)
+        row["attention"] = {}
+        for part in ("val", "test"):
+            for key in ("polarity_accuracy", "polarity_top_confidence", "emotion_accuracy", "emotion_top_confidence"):
+                vals = [float(((r.get("attention_heads") or {}).get(part) or {}).get(key))
+                        for r in runs if ((r.get("attention_heads") or {}).get(part) or {}).get(key) is not None]
+                if vals:
+                    row["attention"][f"{part}_{key}"] = sum(vals) / len(vals)
         epochs = [r.get("chosen_epoch") for r in runs if r.get("chosen_epoch") is not None]
         row["chosen_epochs"] = epochs
         row["run_time_s"] = round(sum(float(r.get("wall_time_s") or 0.0) for r in runs), 1)
         row["cpu_time_s"] = round(sum(float(r.get("cpu_time_s") or 0.0) for r in runs), 1)
         row["paper_ref"] = list(variant.paper) if variant.paper else None
+        row["floor"] = variant.floor
         row["paper"] = _paper_values(variant.paper)
         rows.append(row)
     return rows
@@ -523,6 +568,7 @@ def _table_info(experiment: Experiment, specs: Sequence[RunSpec], seeds, folds: 
                                                f"{cfg.lr_step} epochs, batches of {cfg.classes_per_batch} x "
                                                f"{cfg.samples_per_class}, select on val {cfg.select_on}"),
         "split_sizes": splits[0] if splits else None,
+        "select_on": None if cfg is None else cfg.select_on,
         "wall_time_last_s": wall[-1] if wall else None,
         "wall_time_all_invocations_s": round(sum(wall), 1) if wall else None,
         "invocations": len(wall),
@@ -614,14 +660,28 @@ def write_summary(out_dir: Path, experiment: Experiment, rows: Sequence[dict], i
     ]
     if info.get("commands"):
         lines.append(f"- Command: `{info['commands'][-1]}`")
-    lines += ["", "| variant | source | runs | " + " | ".join(METRICS) + " |",
-              "|---|---|---|" + "---|" * len(METRICS)]
+    select = info.get("select_on", "mAP8")
+    lines += ["", f"| variant | source | runs | val {select} | " + " | ".join(METRICS) + " |",
+              "|---|---|---|---|" + "---|" * len(METRICS)]
     for r in rows:
         cells = [(f"{r['mean'][m]:.4f} ± {r['std'][m]:.4f}" if m in r["mean"] else "—") for m in METRICS]
-        lines.append(f"| {r['label']} | {OURS_LABEL} | {r['n_runs']} | " + " | ".join(cells) + " |")
+        val = _fmt(r.get("val_mean", {}).get(select)) if r.get("val_mean", {}).get(select) is not None else "—"
+        lines.append(f"| {r['label']} | {OURS_LABEL} | {r['n_runs']} | {val} | " + " | ".join(cells) + " |")
         if r.get("paper"):
             pcells = [_fmt(r["paper"].get(m)) for m in METRICS]
-            lines.append(f"|  | {PAPER_LABEL} |  | " + " | ".join(pcells) + " |")
+            lines.append(f"|  | {PAPER_LABEL} |  |  | " + " | ".join(pcells) + " |")
+    floor_rows = [r for r in rows if r.get("floor") and r["mean"]]
+    if floor_rows:
+        best = {m: max(r["mean"][m] for r in floor_rows if m in r["mean"]) for m in ("mAP8", "mAP2")}
+        beat = [r["label"] for r in rows if not r.get("floor") and r["mean"]
+                and all(r["mean"].get(m, -1) > best[m] for m in best)]
+        lines += ["", f"Floor: the best trained linear 512-d head on frozen GAP(conv5) features (rows marked "
+                      f"'linear floor'): mAP8 {best['mAP8']:.4f}, mAP2 {best['mAP2']:.4f}. Rows above it on both "
+                      f"(means; see the std before calling a difference real): "
+                      + (", ".join(beat) if beat else "none") + "."]
+    lines += ["", f"The val {select} column is the mean over the runs of the validation score at the chosen epoch "
+                  "(the validation parts carved from the training folds): the only number a choice between rows "
+                  "may use. The metric columns are the held-out folds."]
     notes = [r for r in rows if r.get("note")]
     if notes:
         lines += [""] + [f"- {r['label']}: {r['note']}." for r in notes]
@@ -681,7 +741,35 @@ def plot_lambda(out_dir: Path, experiment: Experiment, rows: Sequence[dict], inf
     return path
 
 
-EXTRAS: dict[str, Callable] = {"lambda": plot_lambda}
+def report_attention(out_dir: Path, experiment: Experiment, rows: Sequence[dict], info: dict[str, Any]) -> Path:
+    """results/attention/attention.md: the heads' accuracy and confidence per variant, and the variant
+    chosen on validation mAP8 (the one the base config should use)."""
+    select = info.get("select_on") or "mAP8"
+    lines = [f"# {experiment.title}: the heads", "",
+             f"{info['dataset']}; {info['backbone']}; {info['folds']}; seeds {', '.join(map(str, info['seeds']))}.",
+             "Accuracy of the heads' argmax and mean top confidence (uniform: 0.5 for polarity, 0.125 for emotion), "
+             "averaged over the runs; val = the validation parts, held-out = the held-out folds.", "",
+             "| variant | val " + select + " | polarity acc (val / held-out) | polarity top conf (held-out) "
+             "| emotion acc (val / held-out) | emotion top conf (held-out) | held-out mAP8 | held-out mAP2 |",
+             "|---|---|---|---|---|---|---|---|"]
+    a = lambda r, k: _fmt(r["attention"].get(k), 3)  # noqa: E731
+    for r in rows:
+        lines.append(f"| {r['label']} | {_fmt(r['val_mean'].get(select))} | {a(r, 'val_polarity_accuracy')} / "
+                     f"{a(r, 'test_polarity_accuracy')} | {a(r, 'test_polarity_top_confidence')} | "
+                     f"{a(r, 'val_emotion_accuracy')} / {a(r, 'test_emotion_accuracy')} | "
+                     f"{a(r, 'test_emotion_top_confidence')} | {_fmt(r['mean'].get('mAP8'))} | "
+                     f"{_fmt(r['mean'].get('mAP2'))} |")
+    scored = [r for r in rows if r["val_mean"].get(select) is not None]
+    if scored:
+        sign = -1 if select in LOWER_IS_BETTER else 1
+        best = max(scored, key=lambda r: sign * r["val_mean"][select])
+        lines += ["", f"Chosen on validation {select}: **{best['label']}** (`{best['variant']}`)."]
+    path = Path(out_dir) / "attention.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+EXTRAS: dict[str, Callable] = {"lambda": plot_lambda, "attention": report_attention}
 
 
 # ----------------------------------------------------------------------------------------------------

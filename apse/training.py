@@ -407,6 +407,14 @@ class Trainer:
         params = [p for p in self.step_module.parameters() if p.requires_grad]
         if not params:
             raise ConfigError("nothing to train: every parameter is frozen")
+        if cfg.attention_lr is not None:
+            # The heads' 1x1 convs read attention-pooled features at the backbone's scale, so they
+            # want the lr of a linear classifier, not the larger one a fresh CLB projection may need.
+            heads = {id(p) for h in (self.model.low_head, self.model.high_head) if h is not None
+                     for p in h.parameters() if p.requires_grad}
+            params = [{"params": [p for p in params if id(p) not in heads]},
+                      {"params": [p for p in params if id(p) in heads], "lr": cfg.attention_lr}]
+            params = [g for g in params if g["params"]]
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         elif cfg.optimizer == "adam":

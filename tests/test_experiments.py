@@ -248,3 +248,21 @@ def test_cli_dry_run(tmp_path, capsys):
     assert ex.main(["beta", "--folds", "1", "--results", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count("to run") == len(ex.get_experiment("beta").variants)
+
+
+def test_floor_line_val_column_and_attention_choice(tmp_path):
+    calls = []
+    out = ex.run_experiment("table1", folds=1, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None)
+    means = {r["variant"]: r["mean"] for r in out["summary"]}
+    floor8 = max(means["softmax"]["mAP8"], means["npair"]["mAP8"])
+    md = (tmp_path / "table1" / "summary.md").read_text()
+    assert f"mAP8 {floor8:.4f}" in md and "| val mAP8 |" in md
+    above = [r["label"] for r in out["summary"] if not r["floor"] and r["mean"]["mAP8"] > floor8]
+    line = next(l for l in md.splitlines() if l.startswith("Floor:"))
+    assert all(label in line for label in above) and ("none" in line) == (not above)
+
+    ex.run_experiment("attention", folds=1, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None)
+    rows = {r["variant"]: r for r in ex.summarise_experiment(ex.get_experiment("attention"), [
+        json.loads(p.read_text()) for p in (tmp_path / "attention" / "runs").glob("*.json")])}
+    best = max(rows.values(), key=lambda r: r["val_mean"]["mAP8"])
+    assert f"(`{best['variant']}`)" in (tmp_path / "attention" / "attention.md").read_text()

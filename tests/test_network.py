@@ -76,7 +76,9 @@ def _reference_head(head, f, norm):
     else:
         flat = flat / head.temperature
     z = (flat.exp() / flat.exp().sum(1, keepdim=True)).reshape(b, h, w)   # 2. spatial softmax
-    f_hat = f * z[:, None]                               # 3.
+    if head.mask_scale == "mean":
+        z = z * (h * w)                                  #    applied at mean 1 (default) ...
+    f_hat = f * z[:, None]                               # 3. ... or at sum 1 (papers)
     wgt, bias = head.classifier.weight[:, :, 0, 0], head.classifier.bias
     s = torch.einsum("kc,bchw->bkhw", wgt, f_hat) + bias[None, :, None, None]   # 4. 1x1 conv
     logits = s.mean(dim=(2, 3))
@@ -100,9 +102,10 @@ def _reference_head(head, f, norm):
 
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("temperature", ["std", 1.0])
-def test_attention_head_matches_step_by_step(norm, temperature):
+@pytest.mark.parametrize("mask_scale", ["mean", "sum"])
+def test_attention_head_matches_step_by_step(norm, temperature, mask_scale):
     torch.manual_seed(0)
-    head = AttentionHead(6, 3, norm=norm, temperature=temperature).double()
+    head = AttentionHead(6, 3, norm=norm, temperature=temperature, mask_scale=mask_scale).double()
     f = torch.randn(2, 6, 4, 5, dtype=torch.float64).relu()
     res = head(f)
     ref = _reference_head(head, f, norm)
@@ -115,6 +118,34 @@ def test_attention_head_matches_step_by_step(norm, temperature):
         assert res.attention_map.min() >= 0 and res.attention_map.max() <= 1
         assert torch.allclose(res.attention_map.flatten(1).max(1).values, torch.ones(2, dtype=torch.float64),
                               atol=1e-5)
+
+
+def test_mask_scale_is_a_reparametrisation_that_fixes_gradient_scale():
+    # "sum" (papers) with conv weights x h*w computes exactly what "mean" computes ...
+    torch.manual_seed(0)
+    f = torch.randn(3, 6, 7, 8, dtype=torch.float64).relu()
+    mean_head = AttentionHead(6, 2, mask_scale="mean").double()
+    sum_head = AttentionHead(6, 2, mask_scale="sum").double()
+    with torch.no_grad():
+        sum_head.classifier.weight.copy_(mean_head.classifier.weight * 56)
+        sum_head.classifier.bias.copy_(mean_head.classifier.bias)
+    a, b = mean_head(f), sum_head(f)
+    for x, y in ((a.class_maps, b.class_maps), (a.confidences, b.confidences), (a.attention_map, b.attention_map)):
+        torch.testing.assert_close(x, y)
+    assert torch.allclose(a.spatial_mask.mean((1, 2)), torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(b.spatial_mask.sum((1, 2)), torch.ones(3, dtype=torch.float64))
+    # ... but with the same weights, the papers' logits and their weight gradients are h*w = 56 times smaller.
+    torch.manual_seed(0)
+    sum_same = AttentionHead(6, 2, mask_scale="sum").double()
+    sum_same.load_state_dict(mean_head.state_dict())
+    mean_head.zero_grad()
+    w, bias = mean_head.classifier.weight, mean_head.classifier.bias
+    (mean_head(f).logits - bias).sum().backward()
+    g_mean = w.grad.clone()
+    (sum_same(f).logits - sum_same.classifier.bias).sum().backward()
+    torch.testing.assert_close(g_mean, sum_same.classifier.weight.grad * 56)
+    with pytest.raises(ValueError, match="mask scale"):
+        AttentionHead(4, 2, mask_scale="max")
 
 
 def test_attention_head_rejects_bad_input():

@@ -342,3 +342,53 @@ def test_retrieval_uses_faiss_for_large_galleries(monkeypatch):
     index2 = _toy_index()  # below the threshold: torch, even with faiss importable
     index2.query(index2.embeddings[2], k=4)
     assert index2._faiss_index is None
+
+
+def test_attention_report_counts_hits_and_confidences():
+    from apse.evaluation import attention_report
+    from apse.model import APSEOutput
+
+    class _Fixed(torch.nn.Module):
+        """Returns hand-set confidences for the images whose index is the input."""
+
+        def __init__(self, pol, emo):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+            self.pol, self.emo = pol, emo
+
+        def forward(self, idx):
+            i = idx.long()
+            return APSEOutput(embedding=None, polarity_confidence=None if self.pol is None else self.pol[i],
+                              emotion_confidence=self.emo[i])
+
+    labels = torch.tensor([0, 1, 5, 7])                      # polarities 0, 0, 1, 1
+    pol = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.5, 0.5]])
+    emo = torch.full((4, 8), 0.05)
+    emo[0, 0] = emo[1, 3] = emo[2, 5] = emo[3, 7] = 0.65     # rows sum to 1; image 1 is wrong
+    ds = torch.utils.data.TensorDataset(torch.arange(4.0), labels)
+    rep = attention_report(_Fixed(pol, emo), ds, batch_size=3)
+    # polarity: hits on images 0 and 2; image 3 is a tie, which argmax sends to class 0 (wrong)
+    assert rep["polarity_accuracy"] == pytest.approx(0.5)
+    assert rep["polarity_top_confidence"] == pytest.approx((0.9 + 0.6 + 0.7 + 0.5) / 4)
+    assert rep["emotion_accuracy"] == pytest.approx(0.75)
+    assert rep["emotion_top_confidence"] == pytest.approx(0.65)
+    no_pol = attention_report(_Fixed(None, emo), ds)
+    assert no_pol["polarity_accuracy"] is None and no_pol["emotion_accuracy"] == pytest.approx(0.75)
+
+
+def test_attention_lr_puts_the_heads_in_their_own_group(tiny, tmp_path):
+    from apse.training import Trainer
+
+    cfg = tiny_config(tmp_path, lr=0.2, attention_lr=0.003, cache_features=True)
+    trainer = Trainer(cfg, str(tiny), None, progress=False)
+    try:
+        trainer.setup()
+        groups = trainer.optimizer.param_groups
+        heads = {id(p) for h in (trainer.model.low_head, trainer.model.high_head) for p in h.parameters()}
+        assert [g["lr"] for g in groups] == [0.2, 0.003]
+        assert {id(p) for p in groups[1]["params"]} == heads
+        assert not heads & {id(p) for p in groups[0]["params"]} and groups[0]["params"]
+    finally:
+        trainer.close()
+    with pytest.raises(ConfigError, match="attention_lr must be positive"):
+        tiny_config(tmp_path, attention_lr=0.0)
