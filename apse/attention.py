@@ -5,7 +5,7 @@ high level):
 
 1. ``A = sum_n F_n``                        :func:`channel_sum`        -> (B, h, w)
 2. ``Z = softmax_{h*w}(A / T)``             :func:`spatial_softmax`    -> spatial mask, sums to 1 (T: see below)
-3. ``F_hat = F * (h w Z)``                  :func:`apply_spatial_mask` -> (B, c, h, w) (papers: F * Z; see below)
+3. ``F_hat = F * Z``                        :func:`apply_spatial_mask` -> (B, c, h, w) (or F * h w Z; see below)
 4. ``S = conv1x1(F_hat)``                   the only learned layer     -> (B, K, h, w)
 5. ``c = softmax(GAP(S))``                  :func:`class_confidences`  -> (B, K), rows sum to 1
 
@@ -32,20 +32,21 @@ number of attended positions: 159 of 784 at conv3, 16 of 49 at conv5) with no de
 ``temperature=1.0`` is the papers' formula exactly, and any positive number is a fixed temperature;
 the book's attention chapter can show all three.
 
-Second deviation (step 3), the scale of the mask, and why. Z sums to 1, so F_hat = F * Z is about
+The scale of the mask (step 3): an option, not a deviation. Z sums to 1, so F_hat = F * Z is about
 1/(h w) of F, and so are the class maps S and their GAP: the confidence logits are
 ``W (sum_p Z_p F_p) / (h w) + b``, an attention-pooled feature shrunk by 1/784 at conv3 (224 px) and
-1/49 at conv5. The 1x1 conv would need weights h*w times larger to reach useful logits, and its
-gradients are h*w times smaller, so with any learning rate that suits the rest of the network the
-confidences never leave uniform (measured on the FI subset with frozen Lite0 after a full training run:
-polarity confidences 0.497-0.503 for every image, emotion top confidence ~0.16; chapter 8 shows it).
-WEP weights and GEP's adaptive beta are computed from these confidences, so they too stay constant.
-By default (``mask_scale="mean"``) the mask is therefore applied as ``h*w*Z`` (mean 1 over the
-positions instead of sum 1): F_hat keeps F's scale and GAP(S) = W (attention-weighted mean of F) + b.
-This is a re-parametrisation, not a new model: ``mask_scale="sum"`` (the papers' formula) with the
-conv weights multiplied by h*w computes the same S for a fixed input size; only the conditioning of
-training changes. The projections after the heads have no bias and end in l2 normalisation, so the
-embedding does not see the scale either way.
+1/49 at conv5. The 1x1 conv needs weights h*w times larger than a plain linear classifier's to reach
+confident logits, and its gradients are h*w times smaller; at the learning rates that suit the rest of
+the network the confidences hardly leave uniform (FI subset, frozen Lite0, after training: polarity
+confidences 0.497-0.503 for every image, emotion top confidence ~0.16), and WEP weights and GEP's
+adaptive beta, computed from them, stay nearly constant. ``mask_scale="mean"`` applies the mask as
+``h*w*Z`` (mean 1 over the positions) instead: F_hat keeps F's scale and GAP(S) = W (attention-weighted
+mean of F) + b. That is a re-parametrisation, not a new model (the papers' head with weights h*w*W
+computes the same S for a fixed input size); only the conditioning of training changes, and the heads
+then want a linear classifier's learning rate (``TrainConfig.attention_lr``). The default stays the
+papers' ``"sum"``: on the FI subset with a frozen backbone, heads that learn did not retrieve better
+(``python -m apse.experiments attention``, chosen on validation; chapter 8). The projections after the
+heads have no bias and end in l2 normalisation, so the embedding does not see the scale either way.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 NORMS = ("minmax", "softmax", "l1", "none")
-MASK_SCALES = ("mean", "sum")
+MASK_SCALES = ("sum", "mean")
 
 
 def _check_map(x: torch.Tensor, name: str, dims: int = 4) -> None:
@@ -105,11 +106,11 @@ def spatial_softmax(aggregation: torch.Tensor, temperature: float | str = 1.0, e
     return flat.softmax(dim=1).reshape(b, h, w)
 
 
-def scale_spatial_mask(mask: torch.Tensor, scale: str = "mean") -> torch.Tensor:
+def scale_spatial_mask(mask: torch.Tensor, scale: str = "sum") -> torch.Tensor:
     """The mask step 3 applies: ``"mean"`` -> h*w*Z (averages 1 over positions), ``"sum"`` -> Z itself.
 
-    ``"sum"`` is the papers' formula; ``"mean"`` (the default of :class:`AttentionHead`) keeps the
-    masked features at the scale of F (see the module docstring for why it matters).
+    ``"sum"`` is the papers' formula (the default of :class:`AttentionHead`); ``"mean"`` keeps the
+    masked features at the scale of F (see the module docstring for when that matters).
     """
     _check_map(mask, "mask", dims=3)
     if scale == "mean":
@@ -183,8 +184,8 @@ class AttentionResult:
     """What :class:`AttentionHead` returns (every intermediate the book wants to show).
 
     features: attended features F_a = F_hat * U (B, c, h, w); confidences: c (B, K);
-    attention_map: U (B, h, w); spatial_mask: the mask step 3 applied, h*w*Z with ``mask_scale="mean"``
-    (mean 1) or Z with ``"sum"`` (sum 1), (B, h, w); class_maps: S (B, K, h, w);
+    attention_map: U (B, h, w); spatial_mask: the mask step 3 applied, Z with ``mask_scale="sum"``
+    (sums to 1) or h*w*Z with ``"mean"`` (mean 1), (B, h, w); class_maps: S (B, K, h, w);
     logits: GAP(S) (B, K), the pre-softmax scores.
     """
 
@@ -199,13 +200,13 @@ class AttentionResult:
 class AttentionHead(nn.Module):
     """Attention head + output head at one level (ICCV Sec. 3.1, Fig. 3, Eq. 1).
 
-    ``AttentionHead(in_channels, num_classes, norm="minmax", temperature="std", mask_scale="mean")``;
+    ``AttentionHead(in_channels, num_classes, norm="minmax", temperature="std", mask_scale="sum")``;
     ``forward(F)`` returns an :class:`AttentionResult`. The 1x1 conv (with bias) is the only parameter.
     ``temperature=1.0, mask_scale="sum"`` is the papers' head exactly (see the module docstring).
     """
 
     def __init__(self, in_channels: int, num_classes: int, norm: str = "minmax", temperature: float | str = "std",
-                 mask_scale: str = "mean", eps: float = 1e-6):
+                 mask_scale: str = "sum", eps: float = 1e-6):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"expected an attention norm among {NORMS}, got {norm!r}")

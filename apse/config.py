@@ -34,7 +34,7 @@ BACKBONES = ("resnet50", "efficientnet_lite0")
 ATTENTIONS = ("hierarchical", "emotion", "none")
 FUSIONS = ("clb", "concat", "single")
 ATTENTION_NORMS = ("minmax", "softmax", "l1", "none")
-ATTENTION_MASK_SCALES = ("mean", "sum")
+ATTENTION_MASK_SCALES = ("sum", "mean")
 LOW_ATTENTIONS = ("polarity", "emotion")
 CLB_REDUCTIONS = ("linear", "bn_relu")
 STAGES = ("conv2", "conv3", "conv4", "conv5")
@@ -66,7 +66,7 @@ class TrainConfig:
     fusion: str = "clb"                        # "clb" | "concat" (MO) | "single" (SO)
     attention_norm: str = "minmax"             # norm of the output-head map U: minmax|softmax|l1|none
     attention_temperature: str = "std"         # spatial softmax Z: "std" (standardised map) or a number (1 = papers')
-    attention_mask_scale: str = "mean"         # mask applied at mean 1 ("mean") or sum 1 ("sum" = papers')
+    attention_mask_scale: str = "sum"          # mask applied at sum 1 ("sum" = papers') or mean 1 ("mean")
     embedding_dim: int = 512
     clb_reduce_low: str = "auto"               # CLB 1x1 reduction of the low level: auto | none | channels
     clb_reduce_high: str = "auto"              # same for the high level

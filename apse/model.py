@@ -82,11 +82,12 @@ class APSENet(nn.Module):
     ``APSENet(backbone="resnet50", pretrained=True, low_stage="conv3", high_stage="conv5",
     attention="hierarchical", fusion="clb", embedding_dim=512, attention_norm="minmax",
     low_attention="polarity", clb_reduce_low="auto", clb_reduce_high="auto", clb_reduction="linear",
-    attention_temperature="std", attention_mask_scale="mean")``.
+    attention_temperature="std", attention_mask_scale="sum")``.
 
-    ``attention_temperature="std"`` standardises the channel-sum map before the spatial softmax, and
-    ``attention_mask_scale="mean"`` applies the spatial mask at mean 1 instead of sum 1 (two documented
-    deviations, see :mod:`apse.attention`); ``1.0`` and ``"sum"`` are the papers' formulas exactly.
+    ``attention_temperature="std"`` standardises the channel-sum map before the spatial softmax (a
+    documented deviation, see :mod:`apse.attention`); ``1.0`` is the papers' formula exactly.
+    ``attention_mask_scale="mean"`` applies the spatial mask at mean 1 instead of the papers' sum 1,
+    which lets the heads' confidences learn at ordinary learning rates (see :mod:`apse.attention`).
 
     ``backbone`` is a name for :func:`apse.backbones.build_backbone` (built with exactly the stages the
     head consumes) or an already built :class:`apse.backbones.Backbone` whose stages include them
@@ -99,7 +100,7 @@ class APSENet(nn.Module):
                  high_stage: str = "conv5", attention: str = "hierarchical", fusion: str = "clb",
                  embedding_dim: int = 512, attention_norm: str = "minmax", low_attention: str = "polarity",
                  clb_reduce_low="auto", clb_reduce_high="auto", clb_reduction: str = "linear",
-                 attention_temperature: float | str = "std", attention_mask_scale: str = "mean"):
+                 attention_temperature: float | str = "std", attention_mask_scale: str = "sum"):
         super().__init__()
         for value, allowed, what in ((attention, ATTENTIONS, "attention"), (fusion, FUSIONS, "fusion"),
                                      (low_attention, LOW_ATTENTIONS, "low_attention"),

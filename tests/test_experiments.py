@@ -266,3 +266,12 @@ def test_floor_line_val_column_and_attention_choice(tmp_path):
         json.loads(p.read_text()) for p in (tmp_path / "attention" / "runs").glob("*.json")])}
     best = max(rows.values(), key=lambda r: r["val_mean"]["mAP8"])
     assert f"(`{best['variant']}`)" in (tmp_path / "attention" / "attention.md").read_text()
+
+
+def test_fields_added_later_keep_old_keys_at_their_old_value():
+    cfg = load_config(BASE).to_dict()
+    old = {k: v for k, v in cfg.items() if k not in ("attention_mask_scale", "attention_lr")}
+    assert cfg["attention_mask_scale"] == "sum" and cfg["attention_lr"] is None
+    assert ex.run_key(cfg, 0, 0) == ex.run_key(old, 0, 0)
+    assert ex.run_key({**cfg, "attention_mask_scale": "mean"}, 0, 0) != ex.run_key(cfg, 0, 0)
+    assert ex.run_key({**cfg, "attention_lr": 0.01}, 0, 0) != ex.run_key(cfg, 0, 0)
