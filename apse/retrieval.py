@@ -147,15 +147,9 @@ class RetrievalIndex:
     @classmethod
     def load(cls, path: str | os.PathLike, model: torch.nn.Module | None = None) -> "RetrievalIndex":
         """Read an index written by :meth:`save` (with ``weights_only=True``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"index file not found: {path}")
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"{path} is not an apse retrieval index ({type(exc).__name__})") from None
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not an apse retrieval index (written by `apse index`)")
+        from apse.training import read_apse_file
+
+        data = read_apse_file(path, (_FORMAT,), "index file", "written by `apse index`")
         return cls(data["embeddings"], data["paths"], data["labels"], checkpoint=data.get("checkpoint"),
                    image_size=data["image_size"], resize=data["resize"], mean=data["mean"], std=data["std"],
                    model=model)

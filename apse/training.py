@@ -186,21 +186,29 @@ def build_model(config: TrainConfig, pretrained: Any = None) -> nn.Module:
     return APSENet(**kwargs)
 
 
+def read_apse_file(path: str | os.PathLike, formats: tuple[str, ...], what: str, hint: str) -> dict:
+    """``torch.load(weights_only=True)`` of a file apse wrote, checked by its ``format`` tag; one-line
+    errors: FileNotFoundError ("{what} not found") or ValueError ("... is not an apse {what} (hint)")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path} is not an apse {what} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or data.get("format") not in formats:
+        raise ValueError(f"{path} is not an apse {what} ({hint})")
+    return data
+
+
 def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
     """Load ``model.pt`` (the chosen model) or ``checkpoint.pt`` (latest epoch) -> ``(model in eval mode, config)``.
 
     Reads with ``weights_only=True``; the backbone is built without downloading weights since the file
     holds all of them.
     """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} is not an apse checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict) or data.get("format") not in (_MODEL_FORMAT, _CHECKPOINT_FORMAT):
-        raise ValueError(f"{path} is not an apse checkpoint (expected a model.pt or checkpoint.pt written by apse)")
+    data = read_apse_file(checkpoint, (_MODEL_FORMAT, _CHECKPOINT_FORMAT), "checkpoint",
+                          "expected a model.pt or checkpoint.pt written by apse")
     config = TrainConfig.from_dict(data["config"])
     model = build_model(config, pretrained=False)
     model.load_state_dict(data["model"])
