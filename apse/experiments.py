@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from apse.paper_results import PAPER_LABEL, PAPER_METRICS, TABLES
 
 __all__ = ["Variant", "Experiment", "RunSpec", "EXPERIMENTS", "METRICS", "RUNNER_VERSION", "expand",
-           "run_key", "run_experiment", "summarise_experiment", "write_summary", "main"]
+           "run_key", "run_experiment", "summarise_experiment", "write_summary", "paired_difference", "load_records", "main"]
 
 #: Bump when a change of this runner (protocol, what a run computes) invalidates cached runs.
 RUNNER_VERSION = 1
@@ -485,6 +485,29 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
     return {"experiment": name, "runs": records, "summary": rows, "ran": ran, "cached": cached, "wall_time_s": wall}
 
 
+def load_records(name: str, results_dir: str | os.PathLike = DEFAULT_RESULTS, *, folds: int | None = None,
+                 seeds: Sequence[int] | None = None, base: str | os.PathLike = DEFAULT_BASE) -> list[dict]:
+    """The cached run records of experiment ``name`` for the current definitions (files of other keys,
+    e.g. from an older configuration, are ignored). ``seeds`` default: those in its summary.csv."""
+    from apse.config import load_config
+
+    results_dir = Path(results_dir)
+    if seeds is None:
+        seeds = [0]
+        summary = results_dir / name / "summary.csv"
+        if summary.is_file():
+            with open(summary) as fh:
+                found = {int(x) for row in csv.DictReader(fh) for x in (row.get("seeds") or "").split()}
+            seeds = sorted(found) or [0]
+    specs = expand(get_experiment(name), load_config(base), folds=folds, seeds=seeds, overrides={"device": "cpu"})
+    records = []
+    for spec in specs:
+        record = _read_json(results_dir / name / "runs" / spec.filename)
+        if record is not None and record.get("key") == spec.key:
+            records.append(record)
+    return records
+
+
 def _threads() -> int | None:
     try:
         import torch
@@ -601,6 +624,32 @@ def _kendall_tau(a: Sequence[float], b: Sequence[float]) -> float | None:
             pairs += 1
             s += 1 if (x > 0) == (y > 0) else -1
     return s / pairs if pairs else None
+
+
+def paired_difference(a: dict, b: dict) -> dict[str, Any] | None:
+    """Paired comparison of two variants run on the same folds and seeds: ``a`` and ``b`` map
+    ``(fold, seed)`` (or ``"fold-seed"``) to a metric value. Seeds are averaged within a fold first (runs
+    of one fold share their held-out images, so they are not independent), then the per-fold
+    differences a - b give the mean, its standard error over folds, and how many folds a wins.
+
+    Returns ``{"mean", "se", "n_folds", "wins"}``, or None with fewer than two common folds. Paired
+    differences are far more sensitive than comparing each row's mean ± std: most of the spread between
+    runs comes from which images are held out, and that part is shared by both variants.
+    """
+    def key(k):
+        return tuple(int(x) for x in k.split("-")) if isinstance(k, str) else tuple(k)
+
+    a = {key(k): v for k, v in a.items() if v is not None}
+    b = {key(k): v for k, v in b.items() if v is not None}
+    per_fold: dict[int, list[float]] = {}
+    for k in sorted(set(a) & set(b)):
+        per_fold.setdefault(k[0], []).append(float(a[k]) - float(b[k]))
+    diffs = [sum(d) / len(d) for d in per_fold.values()]
+    if len(diffs) < 2:
+        return None
+    mean, std = _mean_std(diffs)
+    return {"mean": mean, "se": std / math.sqrt(len(diffs)), "n_folds": len(diffs),
+            "wins": sum(d > 0 for d in diffs)}
 
 
 def ordering_report(rows: Sequence[dict], metric: str = "mAP8") -> dict[str, Any]:
@@ -775,15 +824,13 @@ def report_attention(out_dir: Path, experiment: Experiment, rows: Sequence[dict]
     for r in rows:
         if papers is None or r is papers:
             continue
-        common = sorted(set(r["val_runs"]) & set(papers["val_runs"]))
-        diffs = [sign * (r["val_runs"][k][select] - papers["val_runs"][k][select]) for k in common
-                 if r["val_runs"][k].get(select) is not None and papers["val_runs"][k].get(select) is not None]
-        if len(diffs) < 2:
+        d = paired_difference({k: v.get(select) for k, v in r["val_runs"].items()},
+                              {k: v.get(select) for k, v in papers["val_runs"].items()})
+        if d is None:
             continue
-        mean, std = _mean_std(diffs)
-        se = std / math.sqrt(len(diffs))
+        mean, se = sign * d["mean"], d["se"]
         wins = mean > 2 * se
-        lines_diff.append(f"- {r['label']}: validation {select} minus the papers' row, paired over {len(diffs)} runs: "
+        lines_diff.append(f"- {r['label']}: validation {select} minus the papers' row, paired over {d['n_folds']} folds: "
                           f"{sign * mean:+.4f} ± {se:.4f} (SE){' — better beyond 2 SE' if wins else ''}")
         if wins and (chosen is papers or mean > chosen.get("_margin", 0)):
             chosen = {**r, "_margin": mean}

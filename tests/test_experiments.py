@@ -273,4 +273,25 @@ def test_floor_line_val_column_and_attention_choice(tmp_path):
     best = max(rows.values(), key=lambda r: r["val_mean"]["mAP8"])
     text = (tmp_path / "attention" / "attention.md").read_text()
     assert f"**{best['label']}** (`{best['variant']}`)" in text.split("Choice")[1]
-    assert text.count("paired over 2 runs") == len(rows) - 1
+    assert text.count("paired over 2 folds") == len(rows) - 1
+
+
+def test_paired_difference_averages_seeds_within_folds():
+    a = {(0, 0): 0.50, (0, 1): 0.54, (1, 0): 0.40, (1, 1): 0.40, (2, 0): 0.61, (3, 0): 0.9}
+    b = {"0-0": 0.45, "0-1": 0.45, "1-0": 0.42, "1-1": 0.40, "2-0": 0.60}      # fold 3 missing in b
+    d = ex.paired_difference(a, b)
+    per_fold = [0.07, -0.01, 0.01]                                              # seeds averaged first
+    mean = sum(per_fold) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in per_fold) / 2)
+    assert d["n_folds"] == 3 and d["wins"] == 2
+    assert d["mean"] == pytest.approx(mean) and d["se"] == pytest.approx(sd / math.sqrt(3))
+    assert ex.paired_difference({(0, 0): 1.0}, {(0, 0): 0.0}) is None          # one fold: no standard error
+
+
+def test_load_records_returns_the_current_runs_only(tmp_path):
+    calls = []
+    ex.run_experiment("beta", folds=2, seeds=[0, 1], results_dir=tmp_path, execute=_stub(calls), log=lambda m: None)
+    (tmp_path / "beta" / "runs" / "beta-0.2-f0-s0-000000000000.json").write_text('{"key": "000000000000"}')
+    records = ex.load_records("beta", tmp_path, folds=2)              # seeds read from summary.csv
+    assert len(records) == len(calls) == len(ex.get_experiment("beta").variants) * 4
+    assert {(r["fold"], r["seed"]) for r in records} == {(0, 0), (0, 1), (1, 0), (1, 1)}
