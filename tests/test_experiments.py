@@ -295,3 +295,20 @@ def test_load_records_returns_the_current_runs_only(tmp_path):
     records = ex.load_records("beta", tmp_path, folds=2)              # seeds read from summary.csv
     assert len(records) == len(calls) == len(ex.get_experiment("beta").variants) * 4
     assert {(r["fold"], r["seed"]) for r in records} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+def test_lr_experiment_shares_the_base_lr_runs_and_picks_on_validation(tmp_path):
+    exp = ex.get_experiment("lr")
+    specs = {s.variant.name: s for s in ex.expand(exp, load_config(BASE), folds=1)}
+    table1 = {s.variant.name: s for s in ex.expand(ex.get_experiment("table1"), load_config(BASE), folds=1)}
+    assert specs["npair-lr0.2"].key == table1["npair"].key and specs["apse-gep-lr0.2"].key == table1["apse-gep"].key
+    assert specs["npair-lr0.02"].config.lr == 0.02 and specs["npair-lr0.02"].key != table1["npair"].key
+
+    calls = []
+    out = ex.run_experiment("lr", folds=2, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None)
+    text = (tmp_path / "lr" / "lr.md").read_text()
+    for loss in ("softmax", "npair", "apse-gep"):
+        cands = [r for r in out["summary"] if r["param"][0] == loss]
+        best = max(cands, key=lambda r: r["val_mean"]["mAP8"])
+        line = next(l for l in text.splitlines() if l.startswith(f"| {loss} |"))
+        assert line.split("|")[2].strip() == f"{best['param'][1]:g}"
