@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from apse.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_embeddings
 
-__all__ = ["embed_dataset", "attention_report", "evaluate_split", "leave_one_out", "evaluate_embeddings_split", "run_folds",
-           "summarise", "format_metrics", "METRIC_NAMES", "LOWER_IS_BETTER"]
+__all__ = ["embed_dataset", "attention_report", "evaluate_split", "leave_one_out", "evaluate_embeddings_split",
+           "run_folds", "summarise", "format_metrics", "METRIC_NAMES", "LOWER_IS_BETTER"]
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -72,12 +72,26 @@ def embed_dataset(
     device = torch.device(device) if device is not None else _model_device(net)
     if len(dataset) == 0:
         raise ValueError("cannot embed an empty dataset; check the split fractions and the data folder")
+    use_amp = amp and device.type == "cuda"
+    autocast = torch.autocast(device_type=device.type, dtype=_amp_dtype(device)) if use_amp else None
+    embeddings, labels = [], []
+    for out, target in _forward(net, dataset, batch_size, num_workers, device, autocast=autocast,
+                                channels_last=channels_last, progress=progress, desc=desc):
+        emb = out.embedding if hasattr(out, "embedding") else out
+        embeddings.append(emb.float().cpu())
+        labels.append(target)
+    return torch.cat(embeddings), torch.cat(labels)
+
+
+def _forward(net: torch.nn.Module, dataset: Dataset, batch_size: int, num_workers: int, device: torch.device, *,
+             autocast: Any = None, channels_last: bool = False, progress: bool = False, desc: str = ""):
+    """Yield ``(model output, labels on CPU)`` for the batches of ``dataset`` in order, with ``net`` in
+    eval mode (its mode is restored afterwards). Image batches go through ``net(images)``, cached
+    feature batches (dicts stage -> map) through ``net.forward_features``."""
+    autocast = autocast if autocast is not None else contextlib.nullcontext()
     loader = _batches(dataset, batch_size, num_workers, device)
     was_training = net.training
     net.eval()
-    autocast = (torch.autocast(device_type=device.type, dtype=_amp_dtype(device))
-                if amp and device.type == "cuda" else contextlib.nullcontext())
-    embeddings, labels = [], []
     try:
         for inputs, target in tqdm(loader, desc=desc, disable=not progress, leave=False):
             with autocast:
@@ -89,12 +103,9 @@ def embed_dataset(
                     if channels_last and inputs.dim() == 4:
                         inputs = inputs.contiguous(memory_format=torch.channels_last)
                     out = net(inputs)
-            emb = out.embedding if hasattr(out, "embedding") else out
-            embeddings.append(emb.float().cpu())
-            labels.append(torch.as_tensor(target, dtype=torch.long).cpu())
+            yield out, torch.as_tensor(target, dtype=torch.long).cpu()
     finally:
         net.train(was_training)
-    return torch.cat(embeddings), torch.cat(labels)
 
 
 @torch.no_grad()
@@ -109,23 +120,13 @@ def attention_report(model: torch.nn.Module, dataset: Dataset, batch_size: int =
     from apse.emotions import polarity_labels
 
     net = _unwrap(model)
-    device = _model_device(net)
-    was_training = net.training
-    net.eval()
     conf: dict[str, list[torch.Tensor]] = {"polarity": [], "emotion": []}
     labels = []
-    try:
-        for inputs, target in _batches(dataset, batch_size, 0, device):
-            if isinstance(inputs, dict):
-                out = net.forward_features({k: v.to(device) for k, v in inputs.items()})
-            else:
-                out = net(inputs.to(device))
-            for name, c in (("polarity", out.polarity_confidence), ("emotion", out.emotion_confidence)):
-                if c is not None:
-                    conf[name].append(c.float().cpu())
-            labels.append(torch.as_tensor(target, dtype=torch.long).cpu())
-    finally:
-        net.train(was_training)
+    for out, target in _forward(net, dataset, batch_size, 0, _model_device(net)):
+        for name, c in (("polarity", out.polarity_confidence), ("emotion", out.emotion_confidence)):
+            if c is not None:
+                conf[name].append(c.float().cpu())
+        labels.append(target)
     y = torch.cat(labels)
     report: dict[str, float | None] = {}
     for name, truth in (("polarity", polarity_labels(y)), ("emotion", y)):
