@@ -231,9 +231,9 @@ def _attention() -> Experiment:
                       description="Does the attention head learn? The papers' mask (sum 1) shrinks the heads' "
                                   "logits by 1/(h*w); at mean 1 they read attention-pooled features at the "
                                   "backbone's scale and want the lr of a linear classifier. The base config of "
-                                  "the other experiments keeps the papers' mask unless another row has the "
-                                  "best mean validation mAP8. Heads' accuracy and top confidence: see "
-                                  "attention.md.")
+                                  "the other experiments keeps the papers' mask unless another row beats it on "
+                                  "validation mAP8 by more than two standard errors of the paired difference. "
+                                  "Heads' accuracy, top confidence and the choice: see attention.md.")
 
 
 #: Learning rates of the ``lr`` experiment (the base config's 0.2 included, so its runs are shared).
@@ -373,7 +373,7 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
         else:
             results = trainer.fit()
         attention = None
-        if trainer.model.low_head is not None or trainer.model.high_head is not None:
+        if trainer.model.attention != "none":
             from apse.evaluation import attention_report
 
             attention = {part: _round(attention_report(trainer.model, ds))
@@ -557,20 +557,11 @@ def summarise_experiment(experiment: Experiment, records: Sequence[dict]) -> lis
             vals = [float(r["test_metrics"][m]) for r in runs if r["test_metrics"].get(m) is not None]
             if vals:
                 row["mean"][m], row["std"][m] = _mean_std(vals)
-        # validation (what selection may look at) and the attention heads on the held-out fold
-        row["val_mean"] = {}
+        # validation (what selection may look at) and the attention heads on val / held-out
         row["val_runs"] = {f"{r['fold']}-{r['seed']}": dict(r.get("val_metrics") or {}) for r in runs}
-        for m in METRICS:
-            vals = [float(r["val_metrics"][m]) for r in runs if (r.get("val_metrics") or {}).get(m) is not None]
-            if vals:
-                row["val_mean"][m] = sum(vals) / len(vals)
-        row["attention"] = {}
-        for part in ("val", "test"):
-            for key in ("polarity_accuracy", "polarity_top_confidence", "emotion_accuracy", "emotion_top_confidence"):
-                vals = [float(((r.get("attention_heads") or {}).get(part) or {}).get(key))
-                        for r in runs if ((r.get("attention_heads") or {}).get(part) or {}).get(key) is not None]
-                if vals:
-                    row["attention"][f"{part}_{key}"] = sum(vals) / len(vals)
+        row["val_mean"] = _key_means(row["val_runs"].values())
+        row["attention"] = _key_means({f"{part}_{k}": v for part, d in (r.get("attention_heads") or {}).items()
+                                       for k, v in (d or {}).items()} for r in runs)
         epochs = [r.get("chosen_epoch") for r in runs if r.get("chosen_epoch") is not None]
         row["chosen_epochs"] = epochs
         row["run_time_s"] = round(sum(float(r.get("wall_time_s") or 0.0) for r in runs), 1)
@@ -580,6 +571,16 @@ def summarise_experiment(experiment: Experiment, records: Sequence[dict]) -> lis
         row["paper"] = _paper_values(variant.paper)
         rows.append(row)
     return rows
+
+
+def _key_means(dicts: Iterable[dict]) -> dict[str, float]:
+    """Per key, the mean of its non-None values over ``dicts`` (keys with no value are left out)."""
+    values: dict[str, list[float]] = {}
+    for d in dicts:
+        for k, v in d.items():
+            if v is not None:
+                values.setdefault(k, []).append(float(v))
+    return {k: sum(v) / len(v) for k, v in values.items()}
 
 
 def _paper_values(ref: tuple[str, str] | None) -> dict[str, float] | None:
@@ -815,12 +816,17 @@ def plot_lambda(out_dir: Path, experiment: Experiment, rows: Sequence[dict], inf
     return path
 
 
+def _settings_line(info: dict[str, Any]) -> str:
+    return f"{info['dataset']}; {info['backbone']}; {info['folds']}; seeds {', '.join(map(str, info['seeds']))}."
+
+
 def report_attention(out_dir: Path, experiment: Experiment, rows: Sequence[dict], info: dict[str, Any]) -> Path:
-    """results/attention/attention.md: the heads' accuracy and confidence per variant, and the variant
-    chosen on validation mAP8 (the one the base config should use)."""
+    """results/attention/attention.md: the heads' accuracy and confidence per variant, and the choice on
+    validation mAP8: the papers' row unless another beats it by more than two standard errors of the
+    paired difference (the one the base config should use)."""
     select = info.get("select_on") or "mAP8"
     lines = [f"# {experiment.title}: the heads", "",
-             f"{info['dataset']}; {info['backbone']}; {info['folds']}; seeds {', '.join(map(str, info['seeds']))}.",
+             _settings_line(info),
              "Accuracy of the heads' argmax and mean top confidence (uniform: 0.5 for polarity, 0.125 for emotion), "
              "averaged over the runs; val = the validation parts, held-out = the held-out folds.", "",
              "| variant | val " + select + " | polarity acc (val / held-out) | polarity top conf (held-out) "
@@ -837,7 +843,7 @@ def report_attention(out_dir: Path, experiment: Experiment, rows: Sequence[dict]
     # errors of the paired (same fold and seed) difference: the validation parts are ~30 images each.
     sign = -1 if select in LOWER_IS_BETTER else 1
     papers = next((r for r in rows if r["variant"] == "mask-sum"), None)
-    chosen, lines_diff = papers, []
+    chosen, margin, lines_diff = papers, 0.0, []
     for r in rows:
         if papers is None or r is papers:
             continue
@@ -845,12 +851,12 @@ def report_attention(out_dir: Path, experiment: Experiment, rows: Sequence[dict]
                               {k: v.get(select) for k, v in papers["val_runs"].items()})
         if d is None:
             continue
-        mean, se = sign * d["mean"], d["se"]
-        wins = mean > 2 * se
+        gain = sign * d["mean"]
+        wins = gain > 2 * d["se"]
         lines_diff.append(f"- {r['label']}: validation {select} minus the papers' row, paired over {d['n_folds']} folds: "
-                          f"{sign * mean:+.4f} ± {se:.4f} (SE){' — better beyond 2 SE' if wins else ''}")
-        if wins and (chosen is papers or mean > chosen.get("_margin", 0)):
-            chosen = {**r, "_margin": mean}
+                          f"{d['mean']:+.4f} ± {d['se']:.4f} (SE){' — better beyond 2 SE' if wins else ''}")
+        if wins and gain > margin:
+            chosen, margin = r, gain
     if papers is not None:
         lines += ["", *lines_diff, "",
                   f"Choice (validation only; the papers' row stays unless another beats it by more than two standard "
@@ -870,8 +876,7 @@ def report_lr(out_dir: Path, experiment: Experiment, rows: Sequence[dict], info:
         if r["param"] is not None and r["val_mean"].get(select) is not None:
             by_loss.setdefault(r["param"][0], []).append(r)
     lines = [f"# {experiment.title}", "",
-             f"{info['dataset']}; {info['backbone']}; {info['folds']}; seeds {', '.join(map(str, info['seeds']))}. "
-             f"The lr is chosen per loss on the mean validation {select}; held-out numbers are mean ± std over the runs.",
+             f"{_settings_line(info)} The lr is chosen per loss on the mean validation {select}; held-out numbers are mean ± std over the runs.",
              "", f"| loss | lr chosen | val {select} | held-out mAP8 | held-out mAP2 | at lr 0.2: held-out mAP8 | "
                  "at lr 0.2: held-out mAP2 |", "|---|---|---|---|---|---|---|"]
     cell = lambda r, m: f"{r['mean'][m]:.4f} ± {r['std'][m]:.4f}" if m in r["mean"] else "—"  # noqa: E731
