@@ -25,6 +25,7 @@ What is here, and which part of the spec (``../shared/spec/apse-method.md``) it 
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -510,6 +511,21 @@ class EmotionImageFolder(Dataset):
         """Number of images per emotion, in the papers' order (zeros included)."""
         counts = np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=NUM_EMOTIONS)
         return {name: int(counts[i]) for i, name in enumerate(EMOTIONS)}
+
+    def first_per_emotion(self, n: int) -> "EmotionImageFolder":
+        """A copy holding only the first ``n`` images of each emotion (in :attr:`samples` order, i.e.
+        by path): a small, deterministic slice of a dataset, e.g. for a quick run of the full code."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        seen: dict[int, int] = {}
+        kept = []
+        for path, label in self.samples:
+            seen[label] = seen.get(label, 0) + 1
+            if seen[label] <= n:
+                kept.append((path, label))
+        clone = copy.copy(self)
+        clone.samples, clone.targets = kept, [label for _, label in kept]
+        return clone
 
     def relative_paths(self) -> list[str]:
         """Sample paths relative to :attr:`root`, with forward slashes (what split files store)."""

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from apse.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_embeddings
 
-__all__ = ["embed_dataset", "attention_report", "evaluate_split", "leave_one_out", "evaluate_embeddings_split",
+__all__ = ["embed_dataset", "predict", "attention_report", "evaluate_split", "leave_one_out", "evaluate_embeddings_split",
            "run_folds", "summarise", "format_metrics", "METRIC_NAMES", "LOWER_IS_BETTER"]
 
 
@@ -97,18 +97,33 @@ def _forward(net: torch.nn.Module, dataset: Dataset, batch_size: int, num_worker
             with autocast:
                 if isinstance(inputs, dict):
                     inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-                    out = net.forward_features(inputs)
                 else:
                     inputs = inputs.to(device, non_blocking=True)
                     if channels_last and inputs.dim() == 4:
                         inputs = inputs.contiguous(memory_format=torch.channels_last)
-                    out = net(inputs)
+                out = net(inputs)  # APSENet takes images and dicts of cached maps alike
             yield out, torch.as_tensor(target, dtype=torch.long).cpu()
     finally:
         net.train(was_training)
 
 
 @torch.no_grad()
+def predict(model: torch.nn.Module, dataset: Dataset, batch_size: int = 64, *,
+            num_workers: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Run ``model`` over ``dataset`` (images or cached maps alike) in eval mode and return
+    ``({output field: (N, ...) tensor on CPU}, labels (N,))``: every non-None field of the model's
+    output (embedding, confidences, attention maps), concatenated over the batches in order."""
+    net = _unwrap(model)
+    parts: dict[str, list[torch.Tensor]] = {}
+    labels = []
+    for out, target in _forward(net, dataset, batch_size, num_workers, _model_device(net)):
+        for name, value in vars(out).items():
+            if torch.is_tensor(value):
+                parts.setdefault(name, []).append(value.float().cpu())
+        labels.append(target)
+    return {name: torch.cat(values) for name, values in parts.items()}, torch.cat(labels)
+
+
 def attention_report(model: torch.nn.Module, dataset: Dataset, batch_size: int = 64) -> dict[str, float | None]:
     """How well the attention heads classify ``dataset``: accuracy of the argmax confidence, and the
     mean of the top confidence (1/K for a head that never left uniform, 1 for a fully confident one).
@@ -119,18 +134,10 @@ def attention_report(model: torch.nn.Module, dataset: Dataset, batch_size: int =
     """
     from apse.emotions import polarity_labels
 
-    net = _unwrap(model)
-    conf: dict[str, list[torch.Tensor]] = {"polarity": [], "emotion": []}
-    labels = []
-    for out, target in _forward(net, dataset, batch_size, 0, _model_device(net)):
-        for name, c in (("polarity", out.polarity_confidence), ("emotion", out.emotion_confidence)):
-            if c is not None:
-                conf[name].append(c.float().cpu())
-        labels.append(target)
-    y = torch.cat(labels)
+    outputs, y = predict(model, dataset, batch_size)
     report: dict[str, float | None] = {}
     for name, truth in (("polarity", polarity_labels(y)), ("emotion", y)):
-        c = torch.cat(conf[name]) if conf[name] else None
+        c = outputs.get(f"{name}_confidence")
         report[f"{name}_accuracy"] = None if c is None else (c.argmax(1) == truth).float().mean().item()
         report[f"{name}_top_confidence"] = None if c is None else c.max(1).values.mean().item()
     return report

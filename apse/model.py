@@ -175,8 +175,12 @@ class APSENet(nn.Module):
             out.embedding = l2_normalise(self.fuse(global_average_pool(high)))
         return out
 
-    def forward(self, images: torch.Tensor) -> APSEOutput:
-        return self.forward_features(self.backbone(images))
+    def forward(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> APSEOutput:
+        """From images ``(B, 3, H, W)``, or from ``{stage: map}`` (cached backbone features): one call
+        for both kinds of batch, so that training and evaluation code need not know which it holds."""
+        if isinstance(inputs, Mapping):
+            return self.forward_features(inputs)
+        return self.forward_features(self.backbone(inputs))
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:

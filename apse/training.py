@@ -268,16 +268,15 @@ class TrainStep(nn.Module):
     the high one) and the total is ``lam L_emb + (1 - lam) L_att`` (ICCV Eq. 10) when it is used.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, use_attention_loss: bool, lam: float,
-                 features: bool = False):
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, use_attention_loss: bool, lam: float):
         super().__init__()
         self.model, self.loss_fn = model, loss_fn
-        self.use_attention_loss, self.lam, self.features = use_attention_loss, float(lam), features
+        self.use_attention_loss, self.lam = use_attention_loss, float(lam)
 
     def forward(self, inputs, labels: torch.Tensor):
         from apse.losses import apse_objective, attention_loss
 
-        out = self.model.forward_features(inputs) if self.features else self.model(inputs)
+        out = self.model(inputs)  # images, or a dict stage -> cached map: APSENet takes both
         # Losses in float32 even under autocast: logs/exps of similarities are precision-sensitive.
         f32 = lambda t: None if t is None else t.float()  # noqa: E731
         l_emb = self.loss_fn(out.embedding.float(), labels, f32(out.polarity_confidence),
@@ -402,8 +401,7 @@ class Trainer:
         self._build_loss()
         self._build_data()
 
-        self.step_module = TrainStep(self.model, self.loss_fn, self.use_attention_loss, cfg.lam,
-                                     features=cfg.cache_features)
+        self.step_module = TrainStep(self.model, self.loss_fn, self.use_attention_loss, cfg.lam)
         self.ddp_module: nn.Module = self.step_module
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
