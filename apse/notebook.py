@@ -84,6 +84,16 @@ class NotebookSettings:
         return folder
 
 
+def significant(x: float, digits: int = 2) -> float:
+    """``x`` rounded to ``digits`` significant digits: what a checked output may print of a float32
+    result, whose last digits change with the CPU, the BLAS build and the thread count."""
+    import math
+
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
+
+
 def current_mode() -> str:
     mode = os.environ.get("APSE_MODE", "cpu").strip().lower()
     if mode not in MODES:

@@ -611,7 +611,8 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
-    def _to_device(self, inputs):
+    def to_device(self, inputs):
+        """A batch (images, or a dict stage -> cached map) on the training device, in its memory format."""
         if isinstance(inputs, dict):
             return {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
         inputs = inputs.to(self.device, non_blocking=True)
@@ -632,7 +633,7 @@ class Trainer:
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=not (self.progress and self.dist.is_main))
         for step, (inputs, labels) in enumerate(bar, start=1):
-            inputs, labels = self._to_device(inputs), labels.to(self.device, non_blocking=True)
+            inputs, labels = self.to_device(inputs), labels.to(self.device, non_blocking=True)
             with self._autocast():
                 total, l_emb, l_att = self.ddp_module(inputs, labels)
             finite = torch.isfinite(total.detach()).float()

@@ -53,8 +53,10 @@ def test_spatial_softmax_and_norms_on_hand_values():
 
 
 def test_channel_sum_confidences_and_combination():
+    torch.manual_seed(0)  # unseeded draws made this fail in ~4% of processes at default tolerances
     f = torch.randn(2, 5, 3, 4)
-    assert torch.allclose(channel_sum(f), f[:, 0] + f[:, 1] + f[:, 2] + f[:, 3] + f[:, 4])
+    # summation order differs between the kernel and the loop: compare at float32's resolution
+    assert torch.allclose(channel_sum(f), f[:, 0] + f[:, 1] + f[:, 2] + f[:, 3] + f[:, 4], atol=1e-6)
     s = torch.randn(2, 3, 3, 4)
     c = class_confidences(s)
     assert torch.allclose(c.sum(1), torch.ones(2))
@@ -204,8 +206,15 @@ def test_clb_default_reductions_keep_the_projection_modest():
 def test_signed_sqrt_and_gap():
     x = torch.tensor([-4.0, 0.0, 9.0])
     assert torch.allclose(signed_sqrt(x, eps=0.0), torch.tensor([-2.0, 0.0, 3.0]))
-    g = signed_sqrt(torch.zeros(3, requires_grad=True))
-    g.sum().backward()  # finite at 0 thanks to eps (and sign(0) = 0)
+    x0 = torch.tensor([0.0, 0.0, 4.0], requires_grad=True)
+    signed_sqrt(x0).sum().backward()
+    # finite at 0 thanks to eps (with eps=0 it is NaN): sign(0) = 0 makes it exactly 0 there
+    assert torch.isfinite(x0.grad).all()
+    assert torch.equal(x0.grad[:2], torch.zeros(2))
+    assert x0.grad[2].item() == pytest.approx(0.25, rel=1e-4)   # d sqrt(x) / dx = 1 / (2 sqrt(4))
+    x_bad = torch.zeros(1, requires_grad=True)
+    signed_sqrt(x_bad, eps=0.0).sum().backward()
+    assert torch.isnan(x_bad.grad).all()                       # why the eps is there
     f = torch.randn(2, 3, 4, 4)
     assert torch.allclose(global_average_pool(f), f.mean(dim=(2, 3)))
 
