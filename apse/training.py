@@ -676,8 +676,9 @@ class Trainer:
         return {"loss": mean[0], "embedding_loss": mean[1], "attention_loss": mean[2], "lr": lr, "steps": steps}
 
     def _embed_kw(self) -> dict[str, Any]:
+        # Image mode decodes JPEGs: the training loader's workers serve evaluation too.
         return dict(batch_size=self.config.batch_size_eval, device=self.device, progress=False,
-                    amp=self.amp, channels_last=self.channels_last)
+                    amp=self.amp, channels_last=self.channels_last, num_workers=self.config.num_workers)
 
     def validate(self) -> dict[str, float] | None:
         """Validation images query the training gallery; None when there is no validation split."""
