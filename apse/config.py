@@ -83,6 +83,9 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 1e-3
     attention_lr: Optional[float] = None       # lr of the attention heads' 1x1 convs; None = lr
+    backbone_lr: Optional[float] = None        # lr of a fine-tuned backbone; None = lr (the papers')
+    freeze_bn: bool = False                    # fine-tuning: backbone BatchNorm keeps ImageNet statistics
+    warmup_epochs: int = 0                     # fine-tuning: first epochs train the new layers only
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_step: int = 40                          # StepLR step size, epochs
@@ -163,6 +166,14 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.attention_lr is not None and self.attention_lr <= 0:
             raise ConfigError(f"attention_lr must be positive or null, got {self.attention_lr}")
+        if self.backbone_lr is not None and self.backbone_lr < 0:
+            raise ConfigError(f"backbone_lr must be >= 0 or null, got {self.backbone_lr}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f"warmup_epochs must lie in 0..epochs-1 ({self.epochs - 1}), got "
+                              f"{self.warmup_epochs}")
+        if self.cache_features and (self.backbone_lr is not None or self.freeze_bn or self.warmup_epochs):
+            raise ConfigError("backbone_lr, freeze_bn and warmup_epochs fine-tune the backbone; with "
+                              "cache_features=true it is frozen: set cache_features=false")
         if self.image_size > self.resize:
             raise ConfigError(f"image_size ({self.image_size}) must not exceed resize ({self.resize})")
         if self.samples_per_class % 2:

@@ -142,6 +142,7 @@ class APSENet(nn.Module):
             # No bias: see apse.pooling (tiny attended features; scale removed by l2 anyway).
             self.fuse = nn.Linear(in_dim, embedding_dim, bias=False)
         self._backbone_frozen = False
+        self._bn_frozen = False
 
     # ------------------------------------------------------------------------------------------------
     def forward_features(self, features: Mapping[str, torch.Tensor]) -> APSEOutput:
@@ -228,10 +229,22 @@ class APSENet(nn.Module):
         self.train(self.training)
         return self
 
+    def freeze_batchnorm(self, frozen: bool = True) -> "APSENet":
+        """Keep the backbone's BatchNorm layers in eval mode while the model trains: they normalise
+        with their (ImageNet) running statistics, which batches of 32 no longer change; their affine
+        weights still train. ``freeze_batchnorm(False)`` undoes it."""
+        self._bn_frozen = frozen
+        self.train(self.training)
+        return self
+
     def train(self, mode: bool = True) -> "APSENet":
         super().train(mode)
         if self._backbone_frozen:
             self.backbone.eval()
+        elif self._bn_frozen:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     def num_parameters(self) -> dict[str, int]:

@@ -134,7 +134,8 @@ def test_cached_features_resume_and_cache_reuse(tiny, tmp_path, monkeypatch):
 
     config = tiny_config(tmp_path, cache_features=True, feature_flips=True, epochs=3)
     straight = training.train(config, tiny, tmp_path / "straight", progress=False)
-    assert straight["feature_cache"] and Path(straight["feature_cache"]).exists()
+    # results keep the cache file's name only (portable); it lies in the configured cache folder
+    assert straight["feature_cache"] and (tmp_path / "cache" / straight["feature_cache"]).is_file()
 
     calls = []
     real = apse_data.extract_features
@@ -204,7 +205,9 @@ def test_selection_on_val_only_and_test_evaluated_once(tiny, tmp_path, monkeypat
     assert set(saved["test_metrics"]) == {"mAP8", "mAP2", "NN", "FT", "ST", "DCG", "F1", "ANMRR"}
     for key in ("config", "history", "wall_time_s", "device", "torch_version", "apse_version", "git_commit"):
         assert key in saved
-    assert saved["config"] == config.to_dict()
+    # the config as run, except that its absolute cache folder is kept portable (no local path)
+    assert saved["config"]["feature_cache"] == "<elsewhere>/cache"
+    assert {**saved["config"], "feature_cache": config.feature_cache} == config.to_dict()
     assert results["test_metrics"] == saved["test_metrics"]
 
     # every file is plain tensors + containers
@@ -392,3 +395,57 @@ def test_attention_lr_puts_the_heads_in_their_own_group(tiny, tmp_path):
         trainer.close()
     with pytest.raises(ConfigError, match="attention_lr must be positive"):
         tiny_config(tmp_path, attention_lr=0.0)
+
+
+def test_backbone_lr_puts_the_backbone_in_its_own_group(tiny, tmp_path):
+    from apse.training import Trainer
+
+    cfg = tiny_config(tmp_path, lr=0.05, backbone_lr=0.005, attention_lr=0.01)
+    trainer = Trainer(cfg, str(tiny), None, progress=False)
+    try:
+        trainer.setup()
+        groups = trainer.optimizer.param_groups
+        trunk = {id(p) for p in trainer.model.backbone.parameters()}
+        heads = {id(p) for h in (trainer.model.low_head, trainer.model.high_head) for p in h.parameters()}
+        assert [g["lr"] for g in groups] == [0.05, 0.01, 0.005]
+        assert {id(p) for p in groups[2]["params"]} == trunk
+        assert {id(p) for p in groups[1]["params"]} == heads
+        rest = {id(p) for p in groups[0]["params"]}
+        assert rest and not rest & (trunk | heads)
+        # every trainable parameter is in exactly one group
+        assert sum(len(g["params"]) for g in groups) == sum(1 for p in trainer.step_module.parameters())
+    finally:
+        trainer.close()
+    with pytest.raises(ConfigError, match="cache_features=false"):
+        tiny_config(tmp_path, cache_features=True, backbone_lr=0.001)
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        tiny_config(tmp_path, epochs=2, warmup_epochs=2)
+
+
+def test_fine_tuning_warmup_and_frozen_batchnorm(tiny, tmp_path):
+    """warmup_epochs=1: epoch 1 leaves every backbone weight as it was and trains the head; epoch 2
+    moves the backbone. freeze_bn: BatchNorm running statistics never change, affine weights do."""
+    from apse.training import Trainer
+
+    cfg = tiny_config(tmp_path, epochs=2, warmup_epochs=1, freeze_bn=True, lr=0.05, backbone_lr=0.05)
+    trainer = Trainer(cfg, str(tiny), None, progress=False)
+    try:
+        trainer.setup()
+        model = trainer.model
+        bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert bns
+        start = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+        head0 = {k: v.clone() for k, v in model.fuse.state_dict().items()}
+        trainer.train_epoch(1)
+        assert states_equal(model.backbone.state_dict(), start)           # warm-up: backbone untouched
+        assert not states_equal(model.fuse.state_dict(), head0)           # ... while the head trains
+        model.train()
+        assert model.training and not any(m.training for m in bns)        # BN stays in eval mode
+        trainer.train_epoch(2)
+        after = model.backbone.state_dict()
+        weights = [k for k in after if k.endswith("weight") and "bn" not in k.lower()]
+        assert any(not torch.equal(after[k], start[k]) for k in weights)  # the backbone learns ...
+        stats = [k for k in after if k.endswith(("running_mean", "running_var"))]
+        assert stats and all(torch.equal(after[k], start[k]) for k in stats)   # ... its BN statistics stay
+    finally:
+        trainer.close()
