@@ -19,6 +19,16 @@ Loss and attention loss (spec, "Losses", total objective ``L = lam L_emb + (1 - 
   N-pair") and is an error when the model has no attention heads; ``False`` switches it off.
 * With the attention loss on, the objective is ``lam * L_emb + (1 - lam) * L_att``; with it off the
   objective is ``L_emb`` alone (``lam`` is ignored rather than silently scaling the learning rate).
+
+Frozen or fine-tuned backbone:
+
+* ``cache_features=True``: the backbone is frozen and its stage maps are extracted once and cached;
+  only the new layers train (what two CPU cores afford; ``configs/fi-subset-cpu.yaml``).
+* ``cache_features=False``: every layer trains on images, as in the papers. Three settings the papers
+  do not need (one lr for all, 23k images) help a fresh head on a small dataset
+  (``configs/fi-subset-finetune-cpu.yaml``): ``backbone_lr`` (the pretrained layers' own lr),
+  ``freeze_bn`` (BatchNorm keeps its ImageNet statistics; batches of 32 hold 4 images a class) and
+  ``warmup_epochs`` (the first epochs train the new layers only).
 """
 from __future__ import annotations
 

@@ -312,3 +312,34 @@ def test_lr_experiment_shares_the_base_lr_runs_and_picks_on_validation(tmp_path)
         best = max(cands, key=lambda r: r["val_mean"]["mAP8"])
         line = next(l for l in text.splitlines() if l.startswith(f"| {loss} |"))
         assert line.split("|")[2].strip() == f"{best['param'][1]:g}"
+
+
+def test_finetune_regime_keys_runs_apart_and_writes_its_own_folder(tmp_path):
+    """--regime finetune: the same variants with every layer trained on images, keyed by their config
+    (never sharing a cached frozen run), in results/<name>-finetune/; load_records finds them."""
+    seen = []
+
+    def execute(spec, ctx):
+        seen.append(spec.config)
+        return {"test_metrics": {m: 0.5 for m in ex.METRICS}, "val_metrics": {m: 0.4 for m in ex.METRICS},
+                "chosen_epoch": 1}
+
+    ft = ex.regime_overrides("finetune")
+    assert ex.regime_overrides("frozen") == {} and ft["cache_features"] is False
+    ex.run_experiment("beta", folds=1, results_dir=tmp_path, execute=execute, log=lambda m: None)
+    frozen_cfgs = list(seen)
+    seen.clear()
+    ex.run_experiment("beta", folds=1, results_dir=tmp_path, execute=execute, log=lambda m: None,
+                      regime="finetune")
+    n = len(ex.get_experiment("beta").variants)
+    assert len(seen) == n                                # nothing reused from the frozen runs
+    for cfg in seen:
+        assert cfg.cache_features is False and cfg.image_size == ft["image_size"]
+        assert (cfg.backbone_lr, cfg.freeze_bn, cfg.epochs) == (ft["backbone_lr"], ft["freeze_bn"], ft["epochs"])
+    assert all(c.cache_features for c in frozen_cfgs)
+    assert len(list((tmp_path / "beta-finetune" / "runs").glob("*.json"))) == n
+    assert (tmp_path / "beta-finetune" / "summary.md").is_file()
+    loaded = ex.load_records("beta", tmp_path, folds=1, regime="finetune")
+    assert len(loaded) == n and all(r["config"]["cache_features"] is False for r in loaded)
+    with pytest.raises(ValueError, match="unknown regime"):
+        ex.regime_overrides("thawed")
