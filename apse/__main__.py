@@ -3,6 +3,12 @@
 User errors (missing files, bad config keys or values, unknown emotion folders) end with one line on
 stderr and exit code 2; a diverging run ends with one line and exit code 1. Set ``APSE_DEBUG=1`` for
 full tracebacks.
+
+Progress (:mod:`apse.progress`): on a terminal, tqdm bars on stderr; when stderr is not a terminal
+(``> train.log 2>&1``, CI, a cluster job), no bars: ``train`` prints one line per epoch on stdout and
+each long phase (feature extraction, embedding) one line on stderr when it ends. ``--quiet`` leaves
+only the command's result lines on stdout (for ``train``: the chosen epoch and the test metrics)
+and errors on stderr.
 """
 from __future__ import annotations
 
@@ -55,7 +61,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True, help="output folder for checkpoint.pt, model.pt, results.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --out already holds a run")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print only the result (chosen epoch, test metrics) and errors: no progress "
+                        "bars, no per-epoch or per-phase lines")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
     p = sub.add_parser("evaluate", help="retrieval metrics of a checkpoint on a query and a gallery folder",
@@ -71,7 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write {\"metrics\": {...}, ...} to this file")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the metrics (and errors)")
 
     p = sub.add_parser("index", help="embed a gallery folder once into an index file",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -82,7 +90,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True, help="index file to write")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the result line (and errors)")
 
     p = sub.add_parser("search", help="the k gallery images nearest to a query image",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -139,14 +147,16 @@ def _cmd_evaluate(args) -> int:
                           mean=tuple(model.backbone.mean), std=tuple(model.backbone.std))
     same = Path(args.queries).resolve() == Path(args.gallery).resolve()
     queries = EmotionImageFolder(args.queries, transform=tf)
-    q_emb, q_lab = embed_dataset(model, queries, args.batch_size, device, progress=not args.quiet, desc="queries")
+    q_emb, q_lab = embed_dataset(model, queries, args.batch_size, device, progress=not args.quiet,
+                                 desc="embedding queries")
     if same:
         metrics = evaluate_embeddings(q_emb, q_lab, None, None)
         protocol = "leave-one-out"
         n_gallery = len(queries)
     else:
         gallery = EmotionImageFolder(args.gallery, transform=tf)
-        g_emb, g_lab = embed_dataset(model, gallery, args.batch_size, device, progress=not args.quiet, desc="gallery")
+        g_emb, g_lab = embed_dataset(model, gallery, args.batch_size, device, progress=not args.quiet,
+                                     desc="embedding gallery")
         metrics = evaluate_embeddings(q_emb, q_lab, g_emb, g_lab)
         protocol = "queries vs gallery"
         n_gallery = len(gallery)

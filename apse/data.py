@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm import tqdm
 
 from apse.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index
+from apse.progress import progress_bar
 
 __all__ = [
     "CorruptImageError", "DataWarning", "EmotionImageFolder", "FeatureDataset", "BalancedBatchSampler",
@@ -349,9 +350,7 @@ class EmotionImageFolder(Dataset):
             raise ValueError(f"no usable images found under {str(self.root)!r}")
 
     def _apply_check(self, fn: Callable[[str], str | None], *, progress: bool, what: str) -> list[tuple[str, str]]:
-        items = self.samples
-        if progress:
-            items = tqdm(items, desc=what, unit="img")
+        items = progress_bar(self.samples, desc=what, unit="img", enabled=progress)
         bad = []
         for path, _ in items:
             reason = fn(path)
@@ -1129,8 +1128,9 @@ def extract_features(
     horizontally flipped images (a second view, the augmentation left once crops are frozen).
 
     Before starting, the size is estimated from one forward pass of a single image,
-    bytes = N x sum over stages (C x h x w) x itemsize x views, and printed (with a warning when it
-    exceeds the memory available). Order of items = order of `dataset`.
+    bytes = N x sum over stages (C x h x w) x itemsize x views, and printed when `progress` (a
+    warning when it exceeds the memory available comes either way). Order of items = order of
+    `dataset`. `progress`: a bar on a terminal, else one line when done (:mod:`apse.progress`).
     """
     n = len(dataset)
     if n == 0:
@@ -1164,7 +1164,8 @@ def extract_features(
             desc = ", ".join(f"{s} {'x'.join(map(str, shp))}" for s, shp in shapes.items())
             msg = (f"extract_features: {n} images x {views} view(s), {desc}: "
                    f"{n} x {per_image} x {itemsize} B x {views} = {_human(nbytes)} in {str(dtype).split('.')[-1]}")
-            print(msg)
+            if progress:
+                print(msg)
             log.info(msg)
             avail = _available_memory()
             if avail is not None and nbytes > 0.8 * avail:
@@ -1176,7 +1177,8 @@ def extract_features(
             loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                 pin_memory=device.type == "cuda")
             start, overflow = 0, False
-            bar = tqdm(total=n, desc="extracting features", unit="img", disable=not progress)
+            # a bar on a terminal, else one line when done (apse.progress); nothing if not progress
+            bar = progress_bar(total=n, desc="extracting features", unit="img", enabled=progress)
             for images, y in loader:
                 images = images.to(device)
                 b = images.shape[0]

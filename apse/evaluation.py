@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from apse.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_embeddings
+from apse.progress import progress_bar
 
 __all__ = ["embed_dataset", "predict", "attention_report", "evaluate_split", "leave_one_out", "evaluate_embeddings_split",
            "run_folds", "summarise", "format_metrics", "METRIC_NAMES", "LOWER_IS_BETTER"]
@@ -92,8 +93,10 @@ def _forward(net: torch.nn.Module, dataset: Dataset, batch_size: int, num_worker
     loader = _batches(dataset, batch_size, num_workers, device)
     was_training = net.training
     net.eval()
+    # a bar on a terminal, else one line when done (apse.progress); nothing if not progress
+    bar = progress_bar(total=len(dataset), desc=desc, unit="img", leave=False, enabled=progress)
     try:
-        for inputs, target in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for inputs, target in loader:
             with autocast:
                 if isinstance(inputs, dict):
                     inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
@@ -102,8 +105,10 @@ def _forward(net: torch.nn.Module, dataset: Dataset, batch_size: int, num_worker
                     if channels_last and inputs.dim() == 4:
                         inputs = inputs.contiguous(memory_format=torch.channels_last)
                 out = net(inputs)  # APSENet takes images and dicts of cached maps alike
+            bar.update(len(target))
             yield out, torch.as_tensor(target, dtype=torch.long).cpu()
     finally:
+        bar.close()
         net.train(was_training)
 
 

@@ -57,9 +57,11 @@ from tqdm.auto import tqdm
 
 from apse.config import ConfigError, TrainConfig
 from apse.emotions import polarity_labels
+from apse.progress import progress_bar
 
 __all__ = ["Trainer", "train", "load_model", "build_model", "TrainingDiverged", "seed_everything",
-           "resolve_device", "CHECKPOINT_NAME", "MODEL_NAME", "RESULTS_NAME"]
+           "resolve_device", "portable_path", "portable_config", "CHECKPOINT_NAME", "MODEL_NAME",
+           "RESULTS_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -313,6 +315,50 @@ def _default_cache_dir() -> Path:
     return Path(os.environ.get("APSE_CACHE", Path.home() / ".cache" / "apse")) / "features"
 
 
+#: The checkout this package runs from: record paths inside it are kept relative to it.
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable_path(path: str | os.PathLike | None,
+                  data_root: str | os.PathLike | None = None) -> str | None:
+    """Write ``path`` for a record that must mean the same on another machine.
+
+    A relative path is kept as given. An absolute one becomes relative to, in this order: the data
+    root (``"<data>/..."``), the repository (a plain relative path), the apse cache folder
+    (``$APSE_CACHE`` or ``~/.cache/apse``: ``"<cache>/..."``) or the home folder (``"~/..."``);
+    anything else keeps only its name (``"<elsewhere>/NAME"``).
+    """
+    if path is None:
+        return None
+    p = Path(os.fspath(path)).expanduser()
+    if not p.is_absolute():
+        return p.as_posix()
+    p = p.resolve()
+    anchors = [("<data>", data_root)] if data_root is not None else []
+    anchors += [("", _REPO_ROOT), ("<cache>", _default_cache_dir().parent), ("~", Path.home())]
+    for label, base in anchors:
+        base = Path(base).expanduser().resolve()
+        if p == base or base in p.parents:
+            rel = p.relative_to(base).as_posix()
+            return rel if not label else (label if rel == "." else f"{label}/{rel}")
+    return f"<elsewhere>/{p.name}"
+
+
+def portable_config(config: dict[str, Any],
+                    data_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """A config dict (:meth:`TrainConfig.to_dict`) with every absolute path in it
+    (``feature_cache``, a ``pretrained`` weights file) made portable by :func:`portable_path`."""
+    return {k: portable_path(v, data_root) if isinstance(v, str) and os.path.isabs(v) else v
+            for k, v in config.items()}
+
+
+def _portable_source(source: str, data_root: str | os.PathLike | None = None) -> str:
+    # weights_source "file:/abs/weights.pth" -> "file:<elsewhere>/weights.pth"; others unchanged
+    if source.startswith("file:"):
+        return "file:" + str(portable_path(source[len("file:"):], data_root))
+    return source
+
+
 def _with_transform(dataset: Dataset, transform) -> Dataset:
     clone = copy.copy(dataset)
     clone.transform = transform
@@ -343,7 +389,9 @@ class Trainer:
         out_dir: where checkpoint.pt, model.pt and results.json go (only rank 0 writes).
         resume: continue from ``out_dir/checkpoint.pt``.
         overwrite: allow starting afresh in a folder that already holds a run.
-        progress: tqdm bars and per-epoch lines.
+        progress: report progress: one line per epoch (to ``log``), plus tqdm bars when standard
+            error is a terminal, or one line per phase (feature extraction) when it is not, e.g. a
+            log file (:mod:`apse.progress`). False: silent.
         log: where per-epoch lines go (default ``tqdm.write``).
     """
 
@@ -630,8 +678,9 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         sums = torch.zeros(3, dtype=torch.float64)
         steps = 0
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=not (self.progress and self.dist.is_main))
+        # a bar on a terminal; elsewhere nothing here, fit() logs one line per epoch
+        bar = progress_bar(self.train_loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                           leave=False, enabled=self.progress and self.dist.is_main, line=False)
         for step, (inputs, labels) in enumerate(bar, start=1):
             inputs, labels = self.to_device(inputs), labels.to(self.device, non_blocking=True)
             with self._autocast():
@@ -756,9 +805,13 @@ class Trainer:
         test = self.test()  # the only time the test split is looked at
         test_seconds = time.time() - t0
         val_history = [(h["epoch"], h["val"][cfg.select_on]) for h in self.history if h.get("val")]
+        # Paths are kept portable (portable_path): the data set is named and fingerprinted, and the
+        # feature cache is its file name in the cache folder, so the record reads alike anywhere.
+        cache_file = getattr(self, "feature_cache_path", None)
         results = {
-            "config": cfg.to_dict(),
-            "data": {"root": self.data_root, "images": len(self.samples),
+            "config": portable_config(cfg.to_dict(), self.data_root),
+            "data": {"name": Path(self.data_root).name,
+                     "fingerprint": dataset_fingerprint(self.samples), "images": len(self.samples),
                      "split": {k: len(v) for k, v in self.split.items()},
                      "fold": cfg.fold, "folds": cfg.folds},
             "history": self.history,
@@ -770,12 +823,13 @@ class Trainer:
                               else "test images query the training images"),
             "test_metrics": test,
             "attention_loss_used": self.use_attention_loss,
-            "weights_source": str(getattr(self.model.backbone, "weights_source", "")),
+            "weights_source": _portable_source(
+                str(getattr(self.model.backbone, "weights_source", "")), self.data_root),
             "wall_time_s": wall_seconds + test_seconds,  # setup + feature extraction + training + test
             "train_time_s": train_seconds,
             "test_time_s": test_seconds,
             "feature_extraction_s": getattr(self, "feature_seconds", None),
-            "feature_cache": getattr(self, "feature_cache_path", None),
+            "feature_cache": Path(cache_file).name if cache_file else None,
             "device": self._device_name(),
             "world_size": self.dist.world_size,
             "amp": self.amp,

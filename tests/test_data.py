@@ -471,8 +471,11 @@ def test_extract_features_shapes_flips_and_round_trip(tmp_path, capsys):
     ds = EmotionImageFolder(root, transform=build_transforms(False, image_size=32))
     net = TinyBackbone().train()
     feats = extract_features(net, ds, ("low", "high"), batch_size=5, flips=True, dtype=torch.float32,
-                             progress=False)
-    out = capsys.readouterr().out
+                             progress=True)
+    captured = capsys.readouterr()
+    out = captured.out
+    # not a terminal here: no bar, one line when the phase ends
+    assert captured.err.startswith("extracting features: 16 img in ") and "\r" not in captured.err
     per_image = 4 * 16 * 16 + 6 * 4 * 4
     assert "16 images x 2 view(s)" in out and f"{16 * per_image * 4 * 2}" not in out  # printed in human units
     assert f"16 x {per_image} x 4 B x 2" in out

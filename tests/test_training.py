@@ -224,7 +224,7 @@ def test_selection_on_val_only_and_test_evaluated_once(tiny, tmp_path, monkeypat
 
     model, cfg = training.load_model(out / "model.pt")
     assert cfg == config and not model.training
-    features = FeatureDataset.load(results["feature_cache"])
+    features = FeatureDataset.load(Path(config.feature_cache) / results["feature_cache"])
     split = ckpt["split"]
     sub = torch.utils.data.Subset
     metrics = evaluate_split(model, sub(features, split["train"]), sub(features, split["test"]), progress=False)
