@@ -40,7 +40,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
-from tqdm import tqdm
 
 from apse.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index
 from apse.progress import progress_bar

@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from apse.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_embeddings
 from apse.progress import progress_bar
