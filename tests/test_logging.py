@@ -22,8 +22,9 @@ from conftest import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
-TINY = ("backbone: efficientnet_lite0\npretrained: false\nimage_size: 32\nresize: 36\nhigh_stage: conv4\n"
-        f"epochs: {EPOCHS}\nsplit: 50/25/25\nnum_workers: 0\ncache_features: true\nlr: 0.01\n")
+TINY = ("backbone: efficientnet_lite0\npretrained: false\nimage_size: 32\nresize: 36\n"
+        f"high_stage: conv4\nepochs: {EPOCHS}\nsplit: 50/25/25\nnum_workers: 0\n"
+        "cache_features: true\nlr: 0.01\n")
 EPOCH_LINE = re.compile(rf"^epoch (\d+)/{EPOCHS}  loss ")
 
 
@@ -55,7 +56,8 @@ def test_log_file_has_one_line_per_epoch_and_no_bars(logged):
     text = logged["log"]
     assert "\r" not in text and "\x1b[" not in text  # no bar refreshes, no cursor movements
     lines = text.splitlines()
-    assert [int(m.group(1)) for m in map(EPOCH_LINE.match, lines) if m] == list(range(1, EPOCHS + 1))
+    epochs = [int(m.group(1)) for m in map(EPOCH_LINE.match, lines) if m]
+    assert epochs == list(range(1, EPOCHS + 1))
     # feature extraction, the one long phase here, reports once when it ends
     phase = [line for line in lines if line.startswith("extracting features:")]
     assert len(phase) == 1 and re.fullmatch(r"extracting features: 64 img in [\d.]+ s", phase[0])
@@ -70,7 +72,8 @@ def test_quiet_prints_only_the_result(logged):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     lines = proc.stdout.splitlines()
-    assert len(lines) == 2 and lines[0].startswith("chosen epoch") and lines[1].startswith("test: mAP8")
+    assert len(lines) == 2
+    assert lines[0].startswith("chosen epoch") and lines[1].startswith("test: mAP8")
     # same config, same cached features: the same run as the logged one
     quiet = json.loads((tmp / "quiet" / "results.json").read_text())
     assert quiet["test_metrics"] == json.loads(logged["results"].read_text())["test_metrics"]
@@ -101,7 +104,8 @@ def test_terminal_keeps_the_bars(logged):
     assert proc.wait(timeout=60) == 0
     text = b"".join(chunks).decode(errors="replace")
     # tqdm bars were drawn (a pty turns "\n" into "\r\n": look for the bars themselves)
-    assert re.search(r"extracting features: +\d+%\|", text) and re.search(r"epoch 1/3: +\d+%\|", text)
+    assert re.search(r"extracting features: +\d+%\|", text)
+    assert re.search(r"epoch 1/3: +\d+%\|", text)
     assert "extracting features: 64 img in" not in text  # the one-line form is for log files
     assert len(re.findall(rf"epoch \d+/{EPOCHS}  loss ", text)) == EPOCHS  # the epoch lines too
 
@@ -131,7 +135,8 @@ def test_results_json_holds_no_absolute_path(logged):
     from apse.training import dataset_fingerprint
 
     assert results["data"]["name"] == "data"
-    assert results["data"]["fingerprint"] == dataset_fingerprint(EmotionImageFolder(tmp / "data").samples)
+    samples = EmotionImageFolder(tmp / "data").samples
+    assert results["data"]["fingerprint"] == dataset_fingerprint(samples)
     assert (tmp / "cache" / results["feature_cache"]).is_file()
     assert results["config"]["feature_cache"] == "<elsewhere>/cache"
 
@@ -159,7 +164,8 @@ def test_progress_bar_is_a_bar_only_on_a_terminal(capsys):
         def isatty(self):
             return self.tty
 
-    assert bars_enabled(Stream(True)) and not bars_enabled(Stream(False)) and not bars_enabled(object())
+    assert bars_enabled(Stream(True))
+    assert not bars_enabled(Stream(False)) and not bars_enabled(object())
     bar = progress_bar(range(5), desc="phase", unit="img")  # pytest's captured stderr: no terminal
     assert isinstance(bar, PhaseLine)
     assert list(bar) == list(range(5))
