@@ -71,11 +71,21 @@ def _build_parser() -> argparse.ArgumentParser:
                        description="Every query image searches the gallery; the eight metrics of the papers. "
                                    "If --queries and --gallery are the same folder, every image queries all the "
                                    "others (leave-one-out).",
-                       epilog="example:\n  python -m apse evaluate --checkpoint runs/cpu/model.pt --queries test/ "
-                              "--gallery train/ --json metrics.json")
+                       epilog="examples:\n"
+                              "  python -m apse evaluate --checkpoint runs/cpu/model.pt "
+                              "--queries test/ --gallery train/ --json metrics.json\n"
+                              "  python -m apse evaluate --checkpoint runs/cpu/model.pt "
+                              "--queries mine/ --gallery ../shared/data/twitter1/labels.csv "
+                              "--level polarity")
     p.add_argument("--checkpoint", required=True, help="model.pt (or checkpoint.pt) written by `apse train`")
-    p.add_argument("--queries", required=True, help="folder of query images, one sub-folder per emotion")
-    p.add_argument("--gallery", required=True, help="folder of gallery images, one sub-folder per emotion")
+    p.add_argument("--queries", required=True,
+                   help="query images: a folder with one sub-folder per emotion (or positive/ and "
+                        "negative/), or a labels CSV")
+    p.add_argument("--gallery", required=True,
+                   help="gallery images: a folder or a labels CSV, as --queries")
+    p.add_argument("--level", choices=("emotion", "polarity"), default="emotion",
+                   help="emotion: the eight metrics (needs emotion labels); polarity: relevance = "
+                        "same polarity for every metric, no mAP8 (polarity-only data: Twitter I)")
     p.add_argument("--json", help="also write {\"metrics\": {...}, ...} to this file")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -138,36 +148,51 @@ def _cmd_evaluate(args) -> int:
     from apse.metrics import evaluate_embeddings
     from apse.training import load_model
 
+    from apse.emotions import POLARITIES
+    from apse.polarity_data import open_labelled
+
     for name in ("queries", "gallery"):
-        if not Path(getattr(args, name)).is_dir():
-            raise UserError(f"{name} folder not found: {getattr(args, name)}")
+        if not Path(getattr(args, name)).exists():
+            raise UserError(f"{name} folder or labels CSV not found: {getattr(args, name)}")
     device = _device(args.device)
     model, config = load_model(args.checkpoint, device=device)
     tf = build_transforms(False, image_size=config.image_size, resize=config.resize,
                           mean=tuple(model.backbone.mean), std=tuple(model.backbone.std))
     same = Path(args.queries).resolve() == Path(args.gallery).resolve()
-    queries = EmotionImageFolder(args.queries, transform=tf)
+
+    def images(path):  # FI's emotion folders as before; CSVs, polarity folders, --level polarity
+        folder = Path(path)
+        polarity_dirs = folder.is_dir() and any(e.is_dir() and e.name.strip().lower() in POLARITIES
+                                                for e in folder.iterdir())
+        if args.level == "emotion" and folder.is_dir() and not polarity_dirs \
+                and not (folder / "labels.csv").is_file():
+            return EmotionImageFolder(path, transform=tf)
+        return open_labelled(path, tf, level=args.level)
+
+    queries = images(args.queries)
     q_emb, q_lab = embed_dataset(model, queries, args.batch_size, device, progress=not args.quiet,
                                  desc="embedding queries")
     if same:
-        metrics = evaluate_embeddings(q_emb, q_lab, None, None)
+        metrics = evaluate_embeddings(q_emb, q_lab, None, None, level=args.level)
         protocol = "leave-one-out"
         n_gallery = len(queries)
     else:
-        gallery = EmotionImageFolder(args.gallery, transform=tf)
+        gallery = images(args.gallery)
         g_emb, g_lab = embed_dataset(model, gallery, args.batch_size, device, progress=not args.quiet,
                                      desc="embedding gallery")
-        metrics = evaluate_embeddings(q_emb, q_lab, g_emb, g_lab)
+        metrics = evaluate_embeddings(q_emb, q_lab, g_emb, g_lab, level=args.level)
         protocol = "queries vs gallery"
         n_gallery = len(gallery)
     print(f"{protocol}: {len(queries)} queries, {n_gallery} gallery images")
+    if args.level == "polarity":
+        print("polarity level: relevance = same polarity for every metric (no mAP8)")
     width = max(len(k) for k in metrics)
     for k, v in metrics.items():
         print(f"  {k:<{width}}  {v:.4f}" + ("  (lower is better)" if k == "ANMRR" else ""))
     if args.json:
         payload = {"metrics": metrics, "protocol": protocol, "checkpoint": str(Path(args.checkpoint).resolve()),
                    "queries": str(Path(args.queries).resolve()), "gallery": str(Path(args.gallery).resolve()),
-                   "num_queries": len(queries), "num_gallery": n_gallery}
+                   "num_queries": len(queries), "num_gallery": n_gallery, "level": args.level}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0

@@ -25,6 +25,14 @@ Then
 
 Every metric is the mean over queries.
 
+**Levels** (``level=``). ``"emotion"`` (default): labels are emotion indices 0..7 and the eight
+metrics above. ``"polarity"``: for data labelled with polarities only (0 = positive, 1 = negative;
+e.g. Twitter I): relevance = same polarity for *every* metric, and the result has
+:data:`POLARITY_METRIC_NAMES` (mAP2, NN, FT, ST, DCG, F1, ANMRR; no mAP8, which needs emotions).
+Internally polarity ``p`` is ranked as the emotion code ``4 p`` (the first emotion of that
+polarity), so "same code" and "same polarity" coincide and the emotion-level formulas give the polarity-level
+metrics unchanged; emotion labels are never invented from polarities.
+
 Choices the spec leaves to the implementation:
 
 * **Leave-one-out** (``exclude_self=True``): queries and gallery are the same items in the same
@@ -52,6 +60,9 @@ from apse.emotions import NUM_EMOTIONS, polarity_labels
 
 __all__ = [
     "METRIC_NAMES",
+    "POLARITY_METRIC_NAMES",
+    "LEVELS",
+    "metric_names",
     "LOWER_IS_BETTER",
     "pairwise_distances",
     "per_query_metrics",
@@ -61,6 +72,16 @@ __all__ = [
 
 METRIC_NAMES: tuple[str, ...] = ("mAP8", "mAP2", "NN", "FT", "ST", "DCG", "F1", "ANMRR")
 LOWER_IS_BETTER: frozenset[str] = frozenset({"ANMRR"})
+#: The metrics at the polarity level (relevance = same polarity for all of them).
+POLARITY_METRIC_NAMES: tuple[str, ...] = tuple(m for m in METRIC_NAMES if m != "mAP8")
+LEVELS: tuple[str, ...] = ("emotion", "polarity")
+
+
+def metric_names(level: str = "emotion") -> tuple[str, ...]:
+    """The metrics computed at `level`: :data:`METRIC_NAMES` or :data:`POLARITY_METRIC_NAMES`."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    return METRIC_NAMES if level == "emotion" else POLARITY_METRIC_NAMES
 
 # Roughly 60-80 bytes of temporaries per (query, gallery) cell in `_chunk_metrics` (int64 sort keys,
 # a few float64 rows); 4M cells keep a chunk at about 300 MB whatever the gallery size.
@@ -106,16 +127,19 @@ def pairwise_distances(q, g, *, chunk_size: int | None = None) -> torch.Tensor:
     return out
 
 
-def _as_labels(labels, name: str, length: int) -> torch.Tensor:
+def _as_labels(labels, name: str, length: int, level: str = "emotion") -> torch.Tensor:
+    what, top = ("emotion", NUM_EMOTIONS) if level == "emotion" else ("polarity", 2)
     t = torch.as_tensor(labels)
     if t.dim() != 1 or t.shape[0] != length:
-        raise ValueError(f"{name} must be a 1-D array of {length} emotion indices, got shape {tuple(t.shape)}")
+        raise ValueError(f"{name} must be a 1-D array of {length} {what} indices, "
+                         f"got shape {tuple(t.shape)}")
     if t.is_floating_point():
         if not torch.equal(t, t.round()):
-            raise ValueError(f"{name} must hold integer emotion indices 0..{NUM_EMOTIONS - 1}")
+            raise ValueError(f"{name} must hold integer {what} indices 0..{top - 1}")
     t = t.long()
-    if t.numel() and (t.min() < 0 or t.max() >= NUM_EMOTIONS):
-        raise ValueError(f"{name} must hold emotion indices in 0..{NUM_EMOTIONS - 1} (papers' order)")
+    if t.numel() and (t.min() < 0 or t.max() >= top):
+        order = " (papers' order)" if level == "emotion" else " (0 = positive, 1 = negative)"
+        raise ValueError(f"{name} must hold {what} indices in 0..{top - 1}{order}")
     return t
 
 
@@ -201,11 +225,13 @@ def per_query_metrics(
     f1_k: int = 32,
     chunk_size: int | None = None,
     progress: bool = False,
+    level: str = "emotion",
 ) -> dict[str, torch.Tensor]:
     """Per-query values of every metric: dict name -> float64 tensor (Q,), NaN where undefined.
 
     Same arguments as :func:`retrieval_metrics`; "mAP8" is each query's AP (for AP distributions),
     "ANMRR" its NMRR. Entries are NaN for queries without a relevant item (see the module docstring).
+    At ``level="polarity"`` the keys are :data:`POLARITY_METRIC_NAMES`.
     """
     from tqdm.auto import tqdm
 
@@ -220,8 +246,11 @@ def per_query_metrics(
     if not dist.is_floating_point():
         dist = dist.double()
     dist = dist.detach().cpu()
-    q_lab = _as_labels(query_labels, "query_labels", n_q).cpu()
-    g_lab = _as_labels(gallery_labels, "gallery_labels", n_g).cpu()
+    names = metric_names(level)
+    q_lab = _as_labels(query_labels, "query_labels", n_q, level).cpu()
+    g_lab = _as_labels(gallery_labels, "gallery_labels", n_g, level).cpu()
+    if level == "polarity":  # polarity p ranked as emotion code 4p: same code <=> same polarity
+        q_lab, g_lab = q_lab * 4, g_lab * 4
     if exclude_self:
         if n_q != n_g:
             raise ValueError(
@@ -243,7 +272,8 @@ def per_query_metrics(
     # n per query without ranking (needed up front: ANMRR's GTM is a max over all queries)
     n_rel = torch.bincount(g_lab, minlength=NUM_EMOTIONS)[q_lab] - int(exclude_self)
     if int((n_rel > 0).sum()) == 0:
-        raise ValueError("no query has a relevant (same-emotion) gallery item; metrics are undefined")
+        raise ValueError(f"no query has a relevant (same-{level}) gallery item; metrics are "
+                         "undefined")
     gtm = int(n_rel.max())
     g_eff = n_g - int(exclude_self)
     ranks = torch.arange(1, g_eff + 1, dtype=torch.float64)
@@ -263,7 +293,7 @@ def per_query_metrics(
         res = _chunk_metrics(dist[s:e], q_lab[s:e], q_pol[s:e], g_lab, self_cols, gtm, f1_k, inv_ranks, disc, ideal)
         for name in METRIC_NAMES:
             parts[name].append(res[name])
-    return {name: torch.cat(parts[name]) for name in METRIC_NAMES}
+    return {name: torch.cat(parts[name]) for name in names}
 
 
 def retrieval_metrics(
@@ -276,6 +306,7 @@ def retrieval_metrics(
     chunk_size: int | None = None,
     return_per_query: bool = False,
     progress: bool = False,
+    level: str = "emotion",
 ):
     """The papers' eight retrieval metrics, each a mean over queries (formulas in the module docstring).
 
@@ -289,6 +320,8 @@ def retrieval_metrics(
         chunk_size: queries ranked at a time (default keeps temporaries near 300 MB).
         return_per_query: also return :func:`per_query_metrics`' dict.
         progress: show a tqdm bar over chunks.
+        level: ``"emotion"`` (labels 0..7, eight metrics) or ``"polarity"`` (labels 0 = positive,
+            1 = negative; relevance = same polarity; :data:`POLARITY_METRIC_NAMES`, no mAP8).
 
     Returns:
         dict with keys :data:`METRIC_NAMES` -> python float (ANMRR lower is better, the rest higher),
@@ -297,17 +330,20 @@ def retrieval_metrics(
     """
     per_query = per_query_metrics(
         distances, query_labels, gallery_labels,
-        exclude_self=exclude_self, f1_k=f1_k, chunk_size=chunk_size, progress=progress,
+        exclude_self=exclude_self, f1_k=f1_k, chunk_size=chunk_size, progress=progress, level=level,
     )
-    n_missing = int(torch.isnan(per_query["mAP8"]).sum())
+    names = metric_names(level)
+    first = "mAP8" if level == "emotion" else "mAP2"
+    n_missing = int(torch.isnan(per_query[first]).sum())
     if n_missing:
+        left_out = [m for m in names if m != "mAP2"] if level == "emotion" else list(names)
         warnings.warn(
-            f"{n_missing} of {per_query['mAP8'].numel()} queries have no same-emotion item in their "
-            "gallery; they are left out of the means of mAP8, NN, FT, ST, DCG, F1 and ANMRR",
+            f"{n_missing} of {per_query[first].numel()} queries have no same-{level} item in their "
+            f"gallery; they are left out of the means of {', '.join(left_out)}",
             RuntimeWarning,
             stacklevel=2,
         )
-    means = {name: float(torch.nanmean(per_query[name])) for name in METRIC_NAMES}
+    means = {name: float(torch.nanmean(per_query[name])) for name in names}
     return (means, per_query) if return_per_query else means
 
 
