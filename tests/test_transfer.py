@@ -1,0 +1,205 @@
+"""apse.transfer: the N-pair loss on two classes, fine-tuning from an FI model, the papers'
+small-dataset protocol on small generated folders (emotion level, as IAPSa / ArtPhoto / Abstract)
+and CSVs (polarity level), and the Twitter I experiment runner on a generated stand-in."""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from apse import transfer
+from apse.emotions import EMOTIONS, polarity_of
+from apse.losses import npair_loss
+from apse.metrics import METRIC_NAMES, POLARITY_METRIC_NAMES, evaluate_embeddings
+from apse.polarity_data import LabelledImages, open_labelled
+from conftest import make_dataset
+
+TINY = ("backbone: efficientnet_lite0\npretrained: false\nimage_size: 32\nresize: 36\n"
+        "high_stage: conv5\nepochs: 1\nnum_workers: 0\nbatch_size_eval: 32\n")
+
+
+# ---------------------------------------------------------------- the loss
+
+
+def test_polarity_npair_loss_matches_a_naive_loop():
+    torch.manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(10, 6), dim=1)
+    labels = torch.tensor([1, 0, 0, 1, 1, 0, 1, 0, 0, 1])
+    # class 0 in batch order: 1 2 5 7 8; class 1: 0 3 4 6 9. Pairs (anchor, positive): class 0
+    # (1, 2), (5, 7), [8 left out]; class 1 (0, 3), (4, 6), [9 left out]. Tuple t = pair t of both.
+    tuples = [((1, 2), (0, 3)), ((5, 7), (4, 6))]
+    naive = []
+    for t in tuples:
+        for i, (a, _) in enumerate(t):
+            s_ii = float(emb[a] @ emb[t[i][1]])
+            s_ij = float(emb[a] @ emb[t[1 - i][1]])
+            naive.append(math.log(1 + math.exp(s_ij - s_ii)))
+    loss = transfer.polarity_npair_loss(emb, labels)
+    assert float(loss) == pytest.approx(sum(naive) / len(naive), abs=1e-6)
+    # = the N-pair loss of apse.losses on each tuple, averaged
+    per_tuple = [npair_loss(emb[[a for a, _ in t]], emb[[p for _, p in t]]) for t in tuples]
+    assert float(loss) == pytest.approx(float(torch.stack(per_tuple).mean()), abs=1e-6)
+    loss.requires_grad_(False)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        transfer.polarity_npair_loss(emb, torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least 2 images of every class"):
+        transfer.polarity_npair_loss(emb[:3], torch.tensor([0, 0, 1]))
+
+
+def test_linear_probe_separates_separable_classes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=g)
+    y = (x[:, 2] > 0).long()
+    pred = transfer.linear_probe(x[:40], y[:40], x[40:])
+    assert (pred == y[40:]).float().mean() >= 0.9
+    # labels unrelated to the features: no better than chance on average, not perfect
+    rand = torch.randint(0, 2, (60,), generator=g)
+    assert (transfer.linear_probe(x[:40], rand[:40], x[40:]) == rand[40:]).float().mean() < 0.9
+
+
+# ---------------------------------------------------------------- FI models and the protocol
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A tiny "FI" folder, a tiny base config, and the apse cache in a temporary folder."""
+    tmp = tmp_path_factory.mktemp("transfer")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("APSE_CACHE", str(tmp / "cache"))
+    mp.setitem(transfer.FI_TRAINING, "epochs", 2)
+    mp.setitem(transfer.FI_TRAINING, "lr_step", 1)
+    mp.setitem(transfer.FI_TRAINING, "num_workers", 0)
+    base = tmp / "tiny.yaml"
+    base.write_text(TINY)
+    fi = make_dataset(tmp / "fi", per_class=8, size=40)
+    yield {"tmp": tmp, "base": base, "fi": fi}
+    mp.undo()
+
+
+def test_fi_checkpoint_trains_once_and_is_reused(env):
+    log = []
+    path = transfer.fi_checkpoint("apse-gep", fi_data=env["fi"], base=env["base"], log=log.append)
+    assert path.is_file() and path.parent.parent == env["tmp"] / "cache" / "fi-models"
+    results = json.loads((path.parent / "results.json").read_text())
+    assert results["config"]["loss"] == "apse" and results["config"]["fusion"] == "clb"
+    assert results["data"]["split"]["test"] == 0  # the whole FI subset trains (95 / 5 / 0)
+    assert any("training apse-gep" in m for m in log)
+    log.clear()
+    assert transfer.fi_checkpoint("apse-gep", fi_data=env["fi"], base=env["base"], log=log.append) == path
+    assert log == []  # found, not trained again
+    with pytest.raises(FileNotFoundError, match="not found"):
+        transfer.fi_checkpoint("npair", fi_data=env["fi"], base=env["base"],
+                               models_dir=env["tmp"] / "none", train_if_missing=False)
+    with pytest.raises(ValueError, match="unknown FI model"):
+        transfer.fi_model_config("softmax")
+
+
+def _polarity_csv(root, folder):
+    rows = ["file,polarity,agreement"]
+    for k, e in enumerate(EMOTIONS):
+        for i in range(6):
+            rows.append(f"{e}/{e}{i}.jpg,{('positive', 'negative')[polarity_of(e)]},{3 + (i + k) % 3}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder / "labels.csv"
+
+
+def test_protocol_on_an_emotion_folder_zero_shot_and_fine_tuned(env):
+    ckpt = transfer.fi_checkpoint("apse-gep", fi_data=env["fi"], base=env["base"])
+    small = open_labelled(make_dataset(env["tmp"] / "small", per_class=10, size=40, seed=4))
+    assert small.level == "emotion"
+    zs = transfer.small_dataset_protocol(small, ckpt, settings=None, log=None)
+    assert zs["level"] == "emotion" and len(zs["folds"]) == 5
+    assert sum(f["n_test"] for f in zs["folds"]) == 80  # every image held out exactly once
+    assert set(zs["folds"][0]["metrics"]) == set(METRIC_NAMES)
+    assert zs["summary"]["mAP8"][0] == pytest.approx(np.mean([f["metrics"]["mAP8"] for f in zs["folds"]]))
+    # fold 0 by hand: the model on the cached features of the held-out images, leave-one-out
+    from apse.data import stratified_kfold
+    from apse.training import load_model
+
+    model, config = load_model(ckpt)
+    feats = transfer.dataset_features(small, model, config, progress=False, log=lambda m: None)
+    held = stratified_kfold(small.targets, k=5, seed=0)[0][1]
+    maps, _ = feats.get_batch(held)
+    with torch.no_grad():
+        emb = model.forward_features(maps).embedding
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        direct = evaluate_embeddings(emb, torch.tensor(small.targets)[held])
+    for m in METRIC_NAMES:
+        assert zs["folds"][0]["metrics"][m] == pytest.approx(direct[m], abs=1e-6), m
+    ft = transfer.small_dataset_protocol(small, ckpt, settings=transfer.FineTune(epochs=2),
+                                         fold_ids=[0], log=None)
+    fold = ft["folds"][0]
+    assert fold["chosen_epoch"] in (0, 1, 2) and len(fold["val_curve"]) == 3
+    assert fold["n_train"] + fold["n_val"] == 64 and fold["n_test"] == 16
+
+
+def test_protocol_on_polarity_data_keeps_the_emotion_head(env):
+    ckpt = transfer.fi_checkpoint("apse-gep", fi_data=env["fi"], base=env["base"])
+    folder = make_dataset(env["tmp"] / "pol", per_class=6, size=40, seed=5)
+    data = LabelledImages.from_csv(_polarity_csv(env["tmp"], folder))
+    res = transfer.small_dataset_protocol(data, ckpt, settings=transfer.FineTune(epochs=2),
+                                          fold_ids=[1], log=None)
+    assert res["level"] == "polarity"
+    fold = res["folds"][0]
+    assert set(fold["metrics"]) == set(POLARITY_METRIC_NAMES)
+    assert set(fold["accuracy"]) == {"polarity_head", "emotion_head_polarity"}
+    # fine-tuning on polarities: the emotion head is the FI model's, the rest may move
+    from apse.data import stratified_kfold
+    from apse.training import load_model
+
+    model, config = load_model(ckpt)
+    feats = transfer.dataset_features(data, model, config, progress=False, log=lambda m: None)
+    train_idx = stratified_kfold(data.targets, k=5, seed=0)[1][0]
+    settings = transfer.FineTune(epochs=3, lr=0.5)
+    net, info = transfer.fine_tune(model, config, feats, data.targets, train_idx, level="polarity",
+                                   settings=settings)
+    before, after = model.state_dict(), net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("high_head."))
+    if info["chosen_epoch"] > 0:
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("fuse."))
+    with pytest.raises(ValueError, match="polarity labels only"):
+        transfer.small_dataset_protocol(data, ckpt, level="emotion", settings=None, log=None)
+
+
+def test_twitter1_runner_on_a_generated_stand_in(env, tmp_path):
+    folder = make_dataset(tmp_path / "tw", per_class=6, size=40, seed=6)
+    _polarity_csv(tmp_path, folder)
+    results = tmp_path / "results"
+    kw = dict(subsets=("5", "all"), folds=3, rows=["chance", "imagenet", "fi-apse-gep", "ft-apse-gep"],
+              results_dir=results, data=str(folder), fi_data=env["fi"], base=env["base"],
+              settings=transfer.FineTune(epochs=1), log=lambda m: None)
+    records = transfer.run_twitter1(**kw)
+    assert len(records) == 2 * 4 * 3
+    n5 = sum(1 for k in range(8) for i in range(6) if 3 + (i + k) % 3 == 5)
+    assert {r["n_images"] for r in records if r["subset"] == "5"} == {n5}
+    assert {r["n_images"] for r in records if r["subset"] == "all"} == {48}
+    assert all(set(r["metrics"]) == set(POLARITY_METRIC_NAMES) for r in records)
+    chance = [r for r in records if r["row"] == "chance"]
+    assert all("majority" in r["accuracy"] for r in chance)
+    assert all("linear_probe" in r["accuracy"] for r in records if r["row"] == "imagenet")
+    # every held-out image once per subset and row
+    assert sum(r["n_test"] for r in records if r["row"] == "imagenet" and r["subset"] == "all") == 48
+    for name in ("summary.csv", "summary.md", "retrievals.json", "meta.json"):
+        assert (results / name).is_file()
+    assert "polarity level" in (results / "summary.md").read_text()
+    figure = transfer.load_retrievals(results)
+    assert [e["row"] for e in figure if e["subset"] == "5"] == ["imagenet", "fi-apse-gep", "ft-apse-gep"]
+    q = figure[0]["queries"][0]
+    assert len(q["results"]) == 5 and q["query"] not in [r for r, _ in q["results"]]
+    assert {e["label"] for e in figure[0]["queries"]} == {"positive", "negative"}
+    table = transfer.summary_table(results, "5")
+    assert list(table.columns) == list(POLARITY_METRIC_NAMES) and len(table) == 4
+    acc = transfer.summary_table(results, "all", what="accuracy")
+    assert "1-NN (= NN)" in acc.columns
+    # a second invocation finds every run on disk
+    log = []
+    again = transfer.run_twitter1(**{**kw, "log": log.append})
+    assert [r["key"] for r in again] == [r["key"] for r in records]
+    assert any("0 run(s), 24 cached" in m for m in log)
+    fig = transfer.plot_polarity_retrievals(figure[:2], folder, queries=1, thumb=24)
+    assert len(fig.axes) == 2 * 6
