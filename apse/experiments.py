@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import csv
 import hashlib
 import json
@@ -536,7 +537,8 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
                    results_dir: str | os.PathLike = DEFAULT_RESULTS, base: str | os.PathLike = DEFAULT_BASE,
                    data: str | None = None, overrides: dict | None = None, k: int = K_FOLDS,
                    execute: Callable[[RunSpec, Any], dict] | None = None, log: Callable[[str], None] = print,
-                   command: str | None = None, regime: str = "frozen") -> dict[str, Any]:
+                   command: str | None = None, regime: str = "frozen",
+                   only: Sequence[str] | None = None) -> dict[str, Any]:
     """Run (or load from cache) every run of experiment ``name``, then write its summary files.
 
     Returns ``{"experiment", "runs": [records], "summary": rows, "ran": n, "cached": n, "wall_time_s"}``.
@@ -549,6 +551,13 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
     results_dir = Path(results_dir)
     base_cfg = load_config(base)
     run_overrides = {"device": "cpu", **regime_overrides(regime), **(overrides or {})}
+    if only:
+        unknown = sorted(set(only) - {v.name for v in experiment.variants})
+        if unknown:
+            raise ValueError(f"{name} has no variant {unknown[0]!r}; its variants are: "
+                             f"{', '.join(v.name for v in experiment.variants)}")
+        experiment = dataclasses.replace(experiment, variants=tuple(v for v in experiment.variants
+                                                                    if v.name in only))
     specs = expand(experiment, base_cfg, folds=folds, seeds=seeds, k=k, overrides=run_overrides)
     execute = execute or execute_run
     ctx = _Context(data)
@@ -1326,6 +1335,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--regime", choices=REGIMES, default="frozen",
                    help="frozen: the base config's cached features (default); finetune: every layer "
                         "trained on images (configs/fi-subset-finetune-cpu.yaml), into results/NAME-finetune")
+    p.add_argument("--only", nargs="+", default=None, metavar="VARIANT",
+                   help="run these variants of the experiment only (its summary then lists only them)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are cached")
     return p.parse_args(argv)
 
@@ -1371,7 +1382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         run_experiment(n, folds=args.folds, seeds=args.seeds, force=args.force, results_dir=args.results,
                        base=args.config, data=args.data, overrides=overrides, command=command,
-                       regime=args.regime)
+                       regime=args.regime, only=args.only)
     return 0
 
 

@@ -442,6 +442,8 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         if cfg.cache_features:
             self.model.freeze_backbone(True)
+        if cfg.freeze_bn:
+            self.model.freeze_batchnorm(True)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.has_heads = _model_has_heads(self.model)
@@ -461,14 +463,18 @@ class Trainer:
         params = [p for p in self.step_module.parameters() if p.requires_grad]
         if not params:
             raise ConfigError("nothing to train: every parameter is frozen")
-        if cfg.attention_lr is not None:
-            # The heads' 1x1 convs read attention-pooled features at the backbone's scale, so they
-            # want the lr of a linear classifier, not the larger one a fresh CLB projection may need.
-            heads = {id(p) for h in (self.model.low_head, self.model.high_head) if h is not None
-                     for p in h.parameters() if p.requires_grad}
-            params = [{"params": [p for p in params if id(p) not in heads]},
-                      {"params": [p for p in params if id(p) in heads], "lr": cfg.attention_lr}]
-            params = [g for g in params if g["params"]]
+        # Optimiser groups: the new layers at lr; the attention heads' 1x1 convs at attention_lr (they
+        # read attention-pooled features at the backbone's scale, so they may want a linear
+        # classifier's lr rather than the one a fresh CLB projection needs); a fine-tuned, pretrained
+        # backbone at backbone_lr (the papers use one lr for all; a fresh head on a small dataset
+        # usually wants a larger one than the pretrained layers). A group is split off only when set.
+        heads = {id(p) for h in (self.model.low_head, self.model.high_head) if h is not None
+                 for p in h.parameters()} if cfg.attention_lr is not None else set()
+        trunk = {id(p) for p in self.model.backbone.parameters()} if cfg.backbone_lr is not None else set()
+        params = [{"params": [p for p in params if id(p) not in heads | trunk]},
+                  {"params": [p for p in params if id(p) in heads], "lr": cfg.attention_lr},
+                  {"params": [p for p in params if id(p) in trunk], "lr": cfg.backbone_lr}]
+        params = [g for g in params if g["params"]]
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         elif cfg.optimizer == "adam":
@@ -674,6 +680,10 @@ class Trainer:
         seed_everything(_derived_seed(cfg.seed, epoch, self.dist.rank))
         self.loader_generator.manual_seed(_derived_seed(cfg.seed, epoch, self.dist.rank, 1))
         self.batch_sampler.set_epoch(epoch)
+        if cfg.warmup_epochs:
+            # warm-up: the new layers settle before gradients reach the pretrained ones (and the
+            # backbone's backward pass is skipped, so these epochs are cheaper)
+            self.model.backbone.requires_grad_(epoch > cfg.warmup_epochs)
         self.step_module.train()
         lr = self.optimizer.param_groups[0]["lr"]
         sums = torch.zeros(3, dtype=torch.float64)

@@ -343,3 +343,13 @@ def test_finetune_regime_keys_runs_apart_and_writes_its_own_folder(tmp_path):
     assert len(loaded) == n and all(r["config"]["cache_features"] is False for r in loaded)
     with pytest.raises(ValueError, match="unknown regime"):
         ex.regime_overrides("thawed")
+
+
+def test_only_runs_the_named_variants(tmp_path):
+    calls = []
+    out = ex.run_experiment("core", folds=2, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None,
+                            only=["npair", "apse-gep"])
+    assert sorted(calls) == [("apse-gep", 0, 0), ("apse-gep", 1, 0), ("npair", 0, 0), ("npair", 1, 0)]
+    assert [r["variant"] for r in out["summary"]] == ["npair", "apse-gep"]
+    with pytest.raises(ValueError, match="has no variant 'nothing'"):
+        ex.run_experiment("core", folds=1, results_dir=tmp_path, execute=_stub(calls), only=["nothing"])
