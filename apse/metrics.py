@@ -339,7 +339,7 @@ def retrieval_metrics(
         left_out = [m for m in names if m != "mAP2"] if level == "emotion" else list(names)
         warnings.warn(
             f"{n_missing} of {per_query[first].numel()} queries have no same-{level} item in their "
-            f"gallery; they are left out of the means of {', '.join(left_out)}",
+            f"gallery; they are left out of the means of {', '.join(left_out[:-1])} and {left_out[-1]}",
             RuntimeWarning,
             stacklevel=2,
         )
