@@ -699,15 +699,17 @@ def _write_json(path: Path, data: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 # reading the results back
 # --------------------------------------------------------------------------------------------------
-def load_runs(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> list[dict]:
-    """Every run record in ``results_dir/runs`` (the current rows only)."""
+def load_runs(results_dir: str | os.PathLike = DEFAULT_RESULTS, *,
+              settings: FineTune | None = FineTune()) -> list[dict]:
+    """The run records in ``results_dir/runs`` of the current rows; trained rows only with the
+    fine-tuning `settings` (default: :class:`FineTune`'s; None: any)."""
     folder = Path(results_dir) / "runs"
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-    current = asdict(FineTune())  # runs of other fine-tuning settings are not this table's
+    wanted = asdict(settings) if settings is not None else None
     trained = {r.name for r in ROWS if r.trained}
     return [r for r in records
             if r.get("row") in ROW_NAMES and r.get("runner_version") == RUNNER_VERSION
-            and (r["row"] not in trained or r.get("fine_tune") == current)]
+            and (r["row"] not in trained or wanted is None or r.get("fine_tune") == wanted)]
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float]:
@@ -795,7 +797,7 @@ def write_summary(results_dir: str | os.PathLike, records: Sequence[dict]) -> No
 
 
 def summary_table(results_dir: str | os.PathLike = DEFAULT_RESULTS, subset: str = "5", *,
-                  what: str = "retrieval", digits: int = 3):
+                  what: str = "retrieval", digits: int = 3, settings: FineTune | None = FineTune()):
     """A pandas DataFrame of one subset's summary, "mean ± std" over folds, rows labelled.
 
     ``what="retrieval"``: the seven polarity-level metrics; ``"accuracy"``: the polarity
@@ -804,7 +806,8 @@ def summary_table(results_dir: str | os.PathLike = DEFAULT_RESULTS, subset: str 
 
     from apse.metrics import POLARITY_METRIC_NAMES
 
-    rows = [r for r in summarise_runs(load_runs(results_dir)) if r["subset"] == subset]
+    rows = [r for r in summarise_runs(load_runs(results_dir, settings=settings))
+            if r["subset"] == subset]
     if not rows:
         raise FileNotFoundError(f"no Twitter I runs for subset {subset!r} in {results_dir}; run "
                                 "python -m apse.transfer twitter1")

@@ -89,7 +89,8 @@ def test_fi_checkpoint_trains_once_and_is_reused(env):
     assert results["data"]["split"]["test"] == 0  # the whole FI subset trains (95 / 5 / 0)
     assert any("training apse-gep" in m for m in log)
     log.clear()
-    assert transfer.fi_checkpoint("apse-gep", fi_data=env["fi"], base=env["base"], log=log.append) == path
+    again = transfer.fi_checkpoint("apse-gep", fi_data=env["fi"], base=env["base"], log=log.append)
+    assert again == path
     assert log == []  # found, not trained again
     with pytest.raises(FileNotFoundError, match="not found"):
         transfer.fi_checkpoint("npair", fi_data=env["fi"], base=env["base"],
@@ -102,7 +103,8 @@ def _polarity_csv(root, folder):
     rows = ["file,polarity,agreement"]
     for k, e in enumerate(EMOTIONS):
         for i in range(6):
-            rows.append(f"{e}/{e}{i}.jpg,{('positive', 'negative')[polarity_of(e)]},{3 + (i + k) % 3}")
+            pol = ("positive", "negative")[polarity_of(e)]
+            rows.append(f"{e}/{e}{i}.jpg,{pol},{3 + (i + k) % 3}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return folder / "labels.csv"
 
@@ -115,7 +117,8 @@ def test_protocol_on_an_emotion_folder_zero_shot_and_fine_tuned(env):
     assert zs["level"] == "emotion" and len(zs["folds"]) == 5
     assert sum(f["n_test"] for f in zs["folds"]) == 80  # every image held out exactly once
     assert set(zs["folds"][0]["metrics"]) == set(METRIC_NAMES)
-    assert zs["summary"]["mAP8"][0] == pytest.approx(np.mean([f["metrics"]["mAP8"] for f in zs["folds"]]))
+    mean_map8 = np.mean([f["metrics"]["mAP8"] for f in zs["folds"]])
+    assert zs["summary"]["mAP8"][0] == pytest.approx(mean_map8)
     # fold 0 by hand: the model on the cached features of the held-out images, leave-one-out
     from apse.data import stratified_kfold
     from apse.training import load_model
@@ -170,7 +173,8 @@ def test_twitter1_runner_on_a_generated_stand_in(env, tmp_path):
     folder = make_dataset(tmp_path / "tw", per_class=6, size=40, seed=6)
     _polarity_csv(tmp_path, folder)
     results = tmp_path / "results"
-    kw = dict(subsets=("5", "all"), folds=3, rows=["chance", "imagenet", "fi-apse-gep", "ft-apse-gep"],
+    kw = dict(subsets=("5", "all"), folds=3,
+              rows=["chance", "imagenet", "fi-apse-gep", "ft-apse-gep"],
               results_dir=results, data=str(folder), fi_data=env["fi"], base=env["base"],
               settings=transfer.FineTune(epochs=1), log=lambda m: None)
     records = transfer.run_twitter1(**kw)
@@ -183,18 +187,21 @@ def test_twitter1_runner_on_a_generated_stand_in(env, tmp_path):
     assert all("majority" in r["accuracy"] for r in chance)
     assert all("linear_probe" in r["accuracy"] for r in records if r["row"] == "imagenet")
     # every held-out image once per subset and row
-    assert sum(r["n_test"] for r in records if r["row"] == "imagenet" and r["subset"] == "all") == 48
+    held = [r["n_test"] for r in records if r["row"] == "imagenet" and r["subset"] == "all"]
+    assert sum(held) == 48
     for name in ("summary.csv", "summary.md", "retrievals.json", "meta.json"):
         assert (results / name).is_file()
     assert "polarity level" in (results / "summary.md").read_text()
     figure = transfer.load_retrievals(results)
-    assert [e["row"] for e in figure if e["subset"] == "5"] == ["imagenet", "fi-apse-gep", "ft-apse-gep"]
+    assert [e["row"] for e in figure if e["subset"] == "5"] == list(transfer.FIGURE_ROWS)
     q = figure[0]["queries"][0]
     assert len(q["results"]) == 5 and q["query"] not in [r for r, _ in q["results"]]
     assert {e["label"] for e in figure[0]["queries"]} == {"positive", "negative"}
-    table = transfer.summary_table(results, "5")
+    table = transfer.summary_table(results, "5", settings=kw["settings"])
     assert list(table.columns) == list(POLARITY_METRIC_NAMES) and len(table) == 4
-    acc = transfer.summary_table(results, "all", what="accuracy")
+    acc = transfer.summary_table(results, "all", what="accuracy", settings=kw["settings"])
+    # the default settings' table has no trained row: those runs used other settings
+    assert len(transfer.summary_table(results, "5")) == 3
     assert "1-NN (= NN)" in acc.columns
     # a second invocation finds every run on disk
     log = []
