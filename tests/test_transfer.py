@@ -210,3 +210,17 @@ def test_twitter1_runner_on_a_generated_stand_in(env, tmp_path):
     assert any("0 run(s), 24 cached" in m for m in log)
     fig = transfer.plot_polarity_retrievals(figure[:2], folder, queries=1, thumb=24)
     assert len(fig.axes) == 2 * 6
+
+
+def test_protocol_command_line(env, tmp_path, capsys):
+    ckpt = transfer.fi_checkpoint("npair", fi_data=env["fi"], base=env["base"])
+    folder = make_dataset(tmp_path / "pol", per_class=6, size=40, seed=7)
+    csv_path = _polarity_csv(tmp_path, folder)
+    out = tmp_path / "protocol.json"
+    assert transfer.main(["protocol", "--data", str(csv_path), "--checkpoint", str(ckpt),
+                          "--zero-shot", "--folds", "3", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["level"] == "polarity" and len(res["folds"]) == 3
+    assert set(res["summary"]) == set(POLARITY_METRIC_NAMES)
+    assert all(f["chosen_epoch"] is None for f in res["folds"])  # zero-shot: nothing trained
+    assert "mean over folds: mAP2" in capsys.readouterr().out
