@@ -415,11 +415,12 @@ def expand(experiment: Experiment, base, *, folds: int | None = None, seeds: Seq
 # running one run
 # ----------------------------------------------------------------------------------------------------
 class _Context:
-    """What every run of an invocation shares: the dataset object (scanned once)."""
+    """What every run of an invocation shares: the dataset object (scanned once), found from
+    ``data`` (a folder or None, see :func:`apse.data.locate_dataset`) or given already opened."""
 
-    def __init__(self, data: str | None):
+    def __init__(self, data: str | None, dataset=None):
         self._data_arg = data
-        self._dataset = None
+        self._dataset = dataset
 
     @property
     def dataset(self):

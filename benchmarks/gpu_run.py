@@ -128,9 +128,10 @@ def finetune(session: Session, data: Path, smoke: bool, max_folds: int) -> None:
                             overrides={})
     specs = expand(experiment, base, folds=max_folds)
     specs.sort(key=lambda s: (s.fold, list(FINETUNE_VARIANTS).index(s.variant.name)))
-    ctx = _Context(str(data))
+    dataset = EmotionImageFolder(data)
     if smoke:
-        ctx._dataset = EmotionImageFolder(data).first_per_emotion(SMOKE_IMAGES_PER_EMOTION)
+        dataset = dataset.first_per_emotion(SMOKE_IMAGES_PER_EMOTION)
+    ctx = _Context(str(data), dataset=dataset)
     records, longest = [], 0.0
     for spec in specs:
         if records and session.left() < 1.2 * longest + 10:
