@@ -29,6 +29,11 @@ Frozen or fine-tuned backbone:
   (``configs/fi-subset-finetune-cpu.yaml``): ``backbone_lr`` (the pretrained layers' own lr),
   ``freeze_bn`` (BatchNorm keeps its ImageNet statistics; batches of 32 hold 4 images a class) and
   ``warmup_epochs`` (the first epochs train the new layers only).
+* ``probe_epochs``: before the end-to-end epochs, the new layers train alone for this many epochs on
+  cached features of the frozen backbone (centre crops and their mirror images), at ``probe_lr``:
+  "linear probing, then fine-tuning" (Kumar et al., ICLR 2022). It is a warm-up that costs seconds
+  instead of epochs of images, so the fine-tuning starts from a trained head rather than a random
+  one, whose large early gradients would otherwise reach the pretrained layers.
 """
 from __future__ import annotations
 
@@ -96,6 +101,8 @@ class TrainConfig:
     backbone_lr: Optional[float] = None        # lr of a fine-tuned backbone; None = lr (the papers')
     freeze_bn: bool = False                    # fine-tuning: backbone BatchNorm keeps ImageNet statistics
     warmup_epochs: int = 0                     # fine-tuning: first epochs train the new layers only
+    probe_epochs: int = 0                      # fine-tuning: new layers first, on cached frozen features
+    probe_lr: Optional[float] = None           # lr of those probe epochs (constant); None = lr
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_step: int = 40                          # StepLR step size, epochs
@@ -181,9 +188,14 @@ class TrainConfig:
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"warmup_epochs must lie in 0..epochs-1 ({self.epochs - 1}), got "
                               f"{self.warmup_epochs}")
-        if self.cache_features and (self.backbone_lr is not None or self.freeze_bn or self.warmup_epochs):
-            raise ConfigError("backbone_lr, freeze_bn and warmup_epochs fine-tune the backbone; with "
-                              "cache_features=true it is frozen: set cache_features=false")
+        if self.probe_epochs < 0:
+            raise ConfigError(f"probe_epochs must be >= 0, got {self.probe_epochs}")
+        if self.probe_lr is not None and self.probe_lr <= 0:
+            raise ConfigError(f"probe_lr must be positive or null, got {self.probe_lr}")
+        if self.cache_features and (self.backbone_lr is not None or self.freeze_bn or self.warmup_epochs
+                                    or self.probe_epochs):
+            raise ConfigError("backbone_lr, freeze_bn, warmup_epochs and probe_epochs fine-tune the "
+                              "backbone; with cache_features=true it is frozen: set cache_features=false")
         if self.image_size > self.resize:
             raise ConfigError(f"image_size ({self.image_size}) must not exceed resize ({self.resize})")
         if self.samples_per_class % 2:

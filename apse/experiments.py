@@ -68,25 +68,35 @@ BUDGET_OVERRIDES = {"epochs": 20, "lr_step": 15}
 #: Training regimes: what a regime changes in every run of an experiment (after the experiment's and
 #: the variant's own overrides). "frozen" is the base config's (cached features of the frozen backbone);
 #: "finetune" trains every layer on images, with the settings of configs/fi-subset-finetune-cpu.yaml
-#: (chosen on validation; chapter 13). A regime other than frozen writes to results/<name>-<regime>/.
+#: (chosen on validation; chapter 13). "probe" is the fine-tuning regime's first stage alone: the frozen
+#: backbone at the fine-tuning's image size, the new layers trained on its cached features as the probe
+#: trains them, so that "fine-tuned" against "probe" isolates what moving the backbone adds (against
+#: "frozen", image size changes too). A regime other than frozen writes to results/<name>-<regime>/.
 FINETUNE_CONFIG = REPO_ROOT / "configs" / "fi-subset-finetune-cpu.yaml"
 REGIME_KEYS = ("cache_features", "feature_flips", "image_size", "resize", "channels_last", "freeze_bn",
-               "warmup_epochs", "lr", "backbone_lr", "attention_lr", "epochs", "lr_step", "lr_gamma")
+               "warmup_epochs", "probe_epochs", "probe_lr", "lr", "backbone_lr", "attention_lr", "epochs",
+               "lr_step", "lr_gamma")
 
 
 def regime_overrides(regime: str) -> dict[str, Any]:
     """The overrides of a training regime (see REGIMES): ``{}`` for "frozen"."""
     if regime == "frozen":
         return {}
-    if regime == "finetune":
+    if regime in ("finetune", "probe"):
         from apse.config import load_config
 
         ft = load_config(FINETUNE_CONFIG).to_dict()
+        if regime == "probe":
+            return {"cache_features": True, "feature_flips": ft["feature_flips"], "image_size": ft["image_size"],
+                    "resize": ft["resize"], "channels_last": None, "freeze_bn": False, "warmup_epochs": 0,
+                    "probe_epochs": 0, "probe_lr": None, "lr": ft["probe_lr"] or ft["lr"],
+                    "backbone_lr": None, "attention_lr": ft["attention_lr"], "epochs": ft["probe_epochs"],
+                    "lr_step": ft["probe_epochs"] + 1, "lr_gamma": ft["lr_gamma"]}
         return {k: ft[k] for k in REGIME_KEYS}
     raise ValueError(f"unknown regime {regime!r}; valid: {', '.join(REGIMES)}")
 
 
-REGIMES = ("frozen", "finetune")
+REGIMES = ("frozen", "finetune", "probe")
 
 
 def regime_dir(name: str, regime: str = "frozen") -> str:
@@ -374,7 +384,7 @@ class RunSpec:
 # Config fields added after runs were cached, with the value that reproduces those runs: left out of
 # the key at that value, so the cached runs stay valid (a run that sets another value is keyed by it).
 _ADDED_FIELDS = {"attention_mask_scale": "sum", "attention_lr": None, "backbone_lr": None, "freeze_bn": False,
-                 "warmup_epochs": 0}
+                 "warmup_epochs": 0, "probe_epochs": 0, "probe_lr": None}
 
 
 def run_key(config: dict, fold: int, seed: int, untrained: bool = False, extra: dict | None = None) -> str:
@@ -467,6 +477,7 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
         trainer.close()
     select = cfg.select_on
     history = results.get("history") or []
+    probe = results.get("probe")
     return {
         "test_metrics": _round(results["test_metrics"]),
         "val_metrics": _round(results.get("val_metrics")),
@@ -474,6 +485,9 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
         "attention_heads": attention,
         "val_curve": [None if not h.get("val") else round(float(h["val"][select]), 4) for h in history],
         "loss_curve": [round(float(h["loss"]), 4) for h in history],
+        # the probe stage (fine-tuning regime): the new layers' validation score before the backbone moved
+        "probe_val": (round(float(probe["val"][select]), 4) if probe and probe.get("val") else None),
+        "probe_s": round(float(probe["seconds"]), 2) if probe else None,
         "split": results.get("data", {}).get("split"),
         "train_time_s": round(float(results.get("train_time_s") or 0.0), 2),
         "feature_extraction_s": results.get("feature_extraction_s"),
@@ -1357,7 +1371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from apse.config import apply_overrides, load_config
 
         # typed values (dicts, nulls, booleans) exactly as `python -m apse train KEY=VALUE` reads them
-        typed = apply_overrides(load_config(args.config), args.set).to_dict()
+        # (on the base config in the chosen regime, whose settings the overrides may presuppose)
+        in_regime = load_config(args.config).replace(**regime_overrides(args.regime))
+        typed = apply_overrides(in_regime, args.set).to_dict()
         for item in args.set:
             key = item.split("=", 1)[0].strip()
             overrides[key] = typed[key]

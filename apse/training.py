@@ -555,6 +555,7 @@ class Trainer:
                              f"images; the training split has {counts.tolist()} (papers' emotion order)")
         mean, std = tuple(self.model.backbone.mean), tuple(self.model.backbone.std)
         eval_tf = build_transforms(False, image_size=cfg.image_size, resize=cfg.resize, mean=mean, std=std)
+        self._base, self._eval_tf = base, eval_tf  # the probe stage caches features of these
         if cfg.cache_features:
             features = self._cached_features(base, eval_tf)
             # Two views of one cache (tensors shared): train mode draws a random flip per item when
@@ -627,6 +628,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_states(), "history": self.history,
             "best": self.best, "split": self.split, "elapsed_s": elapsed,
+            "probe": getattr(self, "probe_result", None),
         }
 
     def _restore(self) -> None:
@@ -652,6 +654,7 @@ class Trainer:
         self.scaler.load_state_dict(data["scaler"])
         set_rng_states(data["rng"])
         self.history = list(data["history"])
+        self.probe_result = data.get("probe")
         self.best = data["best"]
         self.start_epoch = int(data["epoch"])
         self.elapsed_before = float(data.get("elapsed_s", 0.0))
@@ -684,13 +687,21 @@ class Trainer:
             # warm-up: the new layers settle before gradients reach the pretrained ones (and the
             # backbone's backward pass is skipped, so these epochs are cheaper)
             self.model.backbone.requires_grad_(epoch > cfg.warmup_epochs)
-        self.step_module.train()
         lr = self.optimizer.param_groups[0]["lr"]
+        result = self._run_batches(self.train_loader, self.optimizer, f"epoch {epoch}/{cfg.epochs}",
+                                   epoch, lr)
+        self.scheduler.step()
+        return result
+
+    def _run_batches(self, loader, optimizer, desc: str, epoch: int, lr: float) -> dict[str, float]:
+        """Train ``self.step_module`` on every batch of ``loader`` with ``optimizer``; mean losses."""
+        cfg = self.config
+        self.step_module.train()
         sums = torch.zeros(3, dtype=torch.float64)
         steps = 0
         # a bar on a terminal; elsewhere nothing here, fit() logs one line per epoch
-        bar = progress_bar(self.train_loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                           leave=False, enabled=self.progress and self.dist.is_main, line=False)
+        bar = progress_bar(loader, desc=desc, unit="batch", leave=False,
+                           enabled=self.progress and self.dist.is_main, line=False)
         for step, (inputs, labels) in enumerate(bar, start=1):
             inputs, labels = self.to_device(inputs), labels.to(self.device, non_blocking=True)
             with self._autocast():
@@ -702,14 +713,14 @@ class Trainer:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if finite.item() < 1:
                 raise TrainingDiverged(
-                    f"loss became {float(total.detach()):.4g} at epoch {epoch}, step {step} (lr {lr:g}); "
+                    f"loss became {float(total.detach()):.4g} at {desc}, step {step} (lr {lr:g}); "
                     "lower lr, or check the data and config")
-            self.optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
             if cfg.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)
+                self.scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(self.step_module.parameters(), cfg.grad_clip)
-            self.scaler.step(self.optimizer)
+            self.scaler.step(optimizer)
             self.scaler.update()
             values = torch.stack([total.detach(), l_emb, l_att]).double().cpu()
             sums += values
@@ -728,11 +739,50 @@ class Trainer:
         # catch it here rather than as NaN distances in validation.
         for name, p in self.step_module.named_parameters():
             if p.requires_grad and not bool(torch.isfinite(p.detach()).all()):
-                raise TrainingDiverged(f"parameter {name} became non-finite at epoch {epoch}, step {steps} "
+                raise TrainingDiverged(f"parameter {name} became non-finite at {desc}, step {steps} "
                                        f"(lr {lr:g}); lower lr, or check the data and config")
-        self.scheduler.step()
         mean = (sums / max(steps, 1)).tolist()
         return {"loss": mean[0], "embedding_loss": mean[1], "attention_loss": mean[2], "lr": lr, "steps": steps}
+
+    def probe(self) -> dict[str, Any]:
+        """The probe stage of ``probe_epochs``: the new layers alone, on cached features of the frozen
+        backbone (centre crops, and their mirror images when ``feature_flips``), at a constant
+        ``probe_lr``, before the end-to-end epochs. With ``freeze_bn`` the backbone computes exactly
+        these maps in evaluation, so the probe is a warm-up on fixed crops, in seconds. Returns the
+        probe's losses per epoch, its validation metrics and its cost."""
+        from apse.data import FeatureDataset
+
+        cfg = self.config
+        t0 = time.time()
+        features = self._cached_features(self._base, self._eval_tf)
+        train = Subset(FeatureDataset(features.features, features.labels, features.meta, train=True),
+                       self.split["train"])
+        loader = _FeatureBatches(train, self.batch_sampler)
+        backbone = {id(p) for p in self.model.backbone.parameters()}
+        params = [p for p in self.step_module.parameters() if id(p) not in backbone and p.requires_grad]
+        lr = cfg.probe_lr if cfg.probe_lr is not None else cfg.lr
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        trainable = {n: p.requires_grad for n, p in self.model.backbone.named_parameters()}
+        self.model.backbone.requires_grad_(False)
+        losses = []
+        try:
+            for epoch in range(1, cfg.probe_epochs + 1):
+                seed_everything(_derived_seed(cfg.seed, epoch, self.dist.rank, 2))
+                self.batch_sampler.set_epoch(100_000 + epoch)  # batches unlike the end-to-end epochs'
+                losses.append(self._run_batches(loader, optimizer, f"probe {epoch}/{cfg.probe_epochs}",
+                                                epoch, lr)["loss"])
+        finally:
+            for n, p in self.model.backbone.named_parameters():
+                p.requires_grad_(trainable[n])
+        val = self.validate()
+        seconds = time.time() - t0
+        vtxt = f"  val {cfg.select_on} {val[cfg.select_on]:.4f}" if val is not None else ""
+        self.log(f"probe: {cfg.probe_epochs} epochs of the new layers on cached features at lr {lr:g}, "
+                 f"loss {losses[-1]:.4f}{vtxt}  {seconds:.1f}s")
+        return {"epochs": cfg.probe_epochs, "lr": lr, "loss_curve": losses, "val": val, "seconds": seconds}
 
     def _embed_kw(self) -> dict[str, Any]:
         # Image mode decodes JPEGs: the training loader's workers serve evaluation too.
@@ -779,6 +829,8 @@ class Trainer:
                      f"loss={cfg.loss}{' + attention' if self.use_attention_loss else ''} on {self.device}: "
                      f"{len(self.split['train'])} train / {len(self.split['val'])} val / "
                      f"{len(self.split['test'])} test images, {len(self.batch_sampler)} batches per epoch")
+        if self.start_epoch == 0 and cfg.probe_epochs:
+            self.probe_result = self.probe()
         for epoch in range(self.start_epoch + 1, cfg.epochs + 1):
             t0 = time.time()
             entry: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
@@ -825,6 +877,7 @@ class Trainer:
                      "split": {k: len(v) for k, v in self.split.items()},
                      "fold": cfg.fold, "folds": cfg.folds},
             "history": self.history,
+            "probe": getattr(self, "probe_result", None),  # the probe stage (probe_epochs), if any
             "selection": {"metric": cfg.select_on, "on": "val" if val_history else "last epoch (no val split)",
                           "lower_is_better": cfg.select_on in LOWER_IS_BETTER},
             "chosen_epoch": self.best["epoch"],

@@ -343,6 +343,15 @@ def test_finetune_regime_keys_runs_apart_and_writes_its_own_folder(tmp_path):
     assert len(loaded) == n and all(r["config"]["cache_features"] is False for r in loaded)
     with pytest.raises(ValueError, match="unknown regime"):
         ex.regime_overrides("thawed")
+    # --regime probe: the fine-tuning regime's first stage alone (frozen, at its image size, as the probe)
+    seen.clear()
+    ex.run_experiment("beta", folds=1, results_dir=tmp_path, execute=execute, log=lambda m: None,
+                      regime="probe")
+    assert len(seen) == n and (tmp_path / "beta-probe" / "summary.md").is_file()
+    for cfg in seen:
+        assert cfg.cache_features and cfg.image_size == ft["image_size"] and cfg.resize == ft["resize"]
+        assert (cfg.epochs, cfg.lr, cfg.probe_epochs) == (ft["probe_epochs"], ft["probe_lr"], 0)
+        assert cfg.lr_step > cfg.epochs                  # constant lr, as in the probe stage
 
 
 def test_only_runs_the_named_variants(tmp_path):
@@ -353,3 +362,19 @@ def test_only_runs_the_named_variants(tmp_path):
     assert [r["variant"] for r in out["summary"]] == ["npair", "apse-gep"]
     with pytest.raises(ValueError, match="has no variant 'nothing'"):
         ex.run_experiment("core", folds=1, results_dir=tmp_path, execute=_stub(calls), only=["nothing"])
+
+
+def test_cli_set_is_typed_in_the_chosen_regime(tmp_path, capsys):
+    """--set backbone_lr=... is a fine-tuning setting: valid with --regime finetune (the base config is
+    frozen, where it would be refused), keyed into the runs; refused in the frozen regime."""
+    from apse.config import ConfigError
+
+    assert ex.main(["core", "--regime", "finetune", "--only", "npair", "--folds", "1", "--dry-run",
+                    "--results", str(tmp_path), "--set", "backbone_lr=0.003"]) == 0
+    with_set = capsys.readouterr().out
+    ex.main(["core", "--regime", "finetune", "--only", "npair", "--folds", "1", "--dry-run",
+             "--results", str(tmp_path)])
+    assert with_set.split()[1] != capsys.readouterr().out.split()[1]   # another run key
+    with pytest.raises(ConfigError, match="cache_features=false"):
+        ex.main(["core", "--only", "npair", "--dry-run", "--results", str(tmp_path),
+                 "--set", "backbone_lr=0.003"])

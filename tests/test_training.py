@@ -449,3 +449,36 @@ def test_fine_tuning_warmup_and_frozen_batchnorm(tiny, tmp_path):
         assert stats and all(torch.equal(after[k], start[k]) for k in stats)   # ... its BN statistics stay
     finally:
         trainer.close()
+
+
+def test_probe_trains_the_new_layers_on_cached_features_then_fine_tuning_moves_the_backbone(tiny, tmp_path):
+    """probe_epochs: the head trains alone on cached frozen features (the backbone bit-identical, a
+    feature cache written), then the end-to-end epochs move the backbone; results record the probe."""
+    from apse.training import Trainer
+
+    cfg = tiny_config(tmp_path, epochs=1, probe_epochs=2, probe_lr=0.1, freeze_bn=True, lr=0.01,
+                      backbone_lr=0.01)
+    trainer = Trainer(cfg, str(tiny), tmp_path / "run", progress=False)
+    try:
+        trainer.setup()
+        model = trainer.model
+        start = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+        head0 = {k: v.clone() for k, v in model.fuse.state_dict().items()}
+        probe = trainer.probe()
+        assert states_equal(model.backbone.state_dict(), start)          # the probe: backbone untouched
+        assert not states_equal(model.fuse.state_dict(), head0)          # ... the head trained
+        assert all(p.requires_grad for p in model.backbone.parameters())  # and the backbone is trainable again
+        assert len(probe["loss_curve"]) == 2 and probe["lr"] == 0.1 and probe["val"] is not None
+        assert list((tmp_path / "cache").glob("*.pt"))                   # it ran on cached features
+        assert trainer.optimizer.param_groups[0]["lr"] == 0.01           # the main optimiser is untouched
+        trainer.train_epoch(1)
+        after = model.backbone.state_dict()
+        assert any(not torch.equal(after[k], start[k]) for k in after if k.endswith("weight"))
+    finally:
+        trainer.close()
+    results = Trainer(cfg, str(tiny), tmp_path / "fit", progress=False).fit()
+    assert results["probe"]["epochs"] == 2 and len(results["probe"]["loss_curve"]) == 2
+    with pytest.raises(ConfigError, match="probe_epochs"):
+        tiny_config(tmp_path, cache_features=True, probe_epochs=1)
+    with pytest.raises(ConfigError, match="probe_lr"):
+        tiny_config(tmp_path, probe_epochs=1, probe_lr=0.0)
