@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 ATTENTIONS = ("hierarchical", "emotion", "none")
-FUSIONS = ("clb", "concat", "single")
+FUSIONS = ("clb", "concat", "concat_raw", "single")
 ATTENTION_NORMS = ("minmax", "softmax", "l1", "none")
 ATTENTION_MASK_SCALES = ("sum", "mean")
 LOW_ATTENTIONS = ("polarity", "emotion")
@@ -78,7 +78,7 @@ class TrainConfig:
     high_stage: str = "conv5"                  # high level (spec: conv5 = layer4)
     attention: str = "hierarchical"            # "hierarchical" (HA) | "emotion" (SA) | "none"
     low_attention: str = "polarity"            # low head supervised by "polarity" or "emotion" (TMM Tab. IV)
-    fusion: str = "clb"                        # "clb" | "concat" (MO) | "single" (SO)
+    fusion: str = "clb"                        # "clb" | "concat" (MO) | "concat_raw" | "single" (SO)
     attention_norm: str = "minmax"             # norm of the output-head map U: minmax|softmax|l1|none
     attention_temperature: str = "std"         # spatial softmax Z: "std" (standardised map) or a number (1 = papers')
     attention_mask_scale: str = "sum"          # mask applied at sum 1 ("sum" = papers') or mean 1 ("mean")

@@ -316,6 +316,32 @@ def _core() -> Experiment:
                                   "variants, folds and seeds in both, for paired comparisons.")
 
 
+#: The diagnosis of chapter 13: where APSE's mAP8 goes. (1) SO -> MO: the low level at conv3 (as the
+#: papers), at conv4, or concatenated without the per-level l2 normalisation; (2) the loss against the
+#: network: N-pair and EP, each on the linear head and on APSE's network (both heads, CLB, attention
+#: loss); (3) APSE with the low level at conv4 (TMM Table IV's best row here), a candidate "beyond the
+#: papers" variant, chosen on validation only.
+def _diagnosis() -> Experiment:
+    ep_mo = {"attention": "none", "loss": "ep"}
+    rows = (
+        Variant("npair-so", "N-pair, linear head (floor)", {**_SO, "loss": "npair"}, floor=True),
+        Variant("ep-so", "EP, linear head", {**_SO, "loss": "ep"}),
+        Variant("at-ep-mo", "EP, conv3 + conv5 concatenated (each l2-normalised)", {**ep_mo, "fusion": "concat"}),
+        Variant("ep-mo-conv4", "EP, conv4 + conv5 concatenated (each l2-normalised)",
+                {**ep_mo, "fusion": "concat", "low_stage": "conv4"}),
+        Variant("ep-mo-raw", "EP, conv3 + conv5 concatenated (not normalised)", {**ep_mo, "fusion": "concat_raw"}),
+        Variant("npair-net", "N-pair on APSE's network (HA + CLB + attention loss)",
+                {**_HA_CLB, "loss": "npair", "attention_loss": True}),
+        Variant("at-ep-ha-clb-mo", "EP on APSE's network (HA + CLB + attention loss)", {**_HA_CLB, "loss": "ep"}),
+        Variant("apse-gep", "APSE + GEP (the papers' method)", {**_HA_CLB, "loss": "apse"}),
+        Variant("conv4p-conv5e", "APSE + GEP, low level at conv4 (beyond the papers)",
+                {**_HA_CLB, "loss": "apse", "low_stage": "conv4", "low_attention": "polarity"}),
+    )
+    return Experiment("diagnosis", "Where APSE's emotion-level accuracy goes: levels, loss and network", rows,
+                      description="Not in the papers. The same folds and seeds as the core table; run in "
+                                  "both regimes for paired comparisons.")
+
+
 #: Backbones of the ``backbones`` experiment, weakest first.
 BACKBONE_GRID = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 #: The rows each backbone gets: Table 1's two trained linear floors and APSE + GEP.
@@ -354,8 +380,10 @@ def _backbones() -> Experiment:
 EXPERIMENTS: dict[str, Callable[[], Experiment]] = {
     "table1": _table1, "ablation": _ablation, "beta": _beta, "lambda": _lambda, "layers": _layers,
     "figures": _figures, "attention": _attention, "lr": _lr, "backbones": _backbones, "core": _core,
+    "diagnosis": _diagnosis,
 }
-ORDER = ("attention", "ablation", "table1", "beta", "lambda", "layers", "lr", "backbones", "core", "figures")
+ORDER = ("attention", "ablation", "table1", "beta", "lambda", "layers", "lr", "backbones", "core", "diagnosis",
+         "figures")
 
 
 def get_experiment(name: str) -> Experiment:

@@ -14,6 +14,8 @@ Switches (ICCV Table 2 / TMM Table II, TMM Table IV):
 - ``fusion="clb"``: :class:`apse.pooling.CrossLevelBilinear` of the two (attended) levels.
 - ``fusion="concat"`` (MO without CLB): GAP of both levels, each l2-normalised, concatenated, linear to
   ``embedding_dim``, l2.
+- ``fusion="concat_raw"`` (not in the papers; chapter 13's diagnosis): as ``concat`` without the
+  per-level l2 normalisation, each level weighted by its own scale.
 - ``fusion="single"`` (SO): GAP of the high level only, linear to ``embedding_dim``, l2. With
   ``attention="hierarchical"`` the low head still runs (its confidences feed the losses).
 
@@ -35,7 +37,7 @@ from apse.pooling import CrossLevelBilinear, global_average_pool, l2_normalise
 __all__ = ["APSEOutput", "APSENet", "ATTENTIONS", "FUSIONS", "LOW_ATTENTIONS"]
 
 ATTENTIONS = ("hierarchical", "emotion", "none")
-FUSIONS = ("clb", "concat", "single")
+FUSIONS = ("clb", "concat", "concat_raw", "single")
 LOW_ATTENTIONS = ("polarity", "emotion")
 NUM_POLARITIES, NUM_EMOTIONS = 2, 8
 
@@ -138,7 +140,7 @@ class APSENet(nn.Module):
             self.fuse = CrossLevelBilinear(c_low, c_high, embedding_dim, reduce_low=clb_reduce_low,
                                            reduce_high=clb_reduce_high, reduction=clb_reduction)
         else:
-            in_dim = c_high + (c_low if fusion == "concat" else 0)
+            in_dim = c_high + (c_low if fusion.startswith("concat") else 0)
             # No bias: see apse.pooling (tiny attended features; scale removed by l2 anyway).
             self.fuse = nn.Linear(in_dim, embedding_dim, bias=False)
         self._backbone_frozen = False
@@ -171,6 +173,11 @@ class APSENet(nn.Module):
             # magnitude smaller than a raw one (Lite0, SA: |GAP(raw conv3)| ~ 17 vs |GAP(attended conv5)|
             # ~ 0.3), so a plain concatenation is the larger level alone.
             pooled = torch.cat([l2_normalise(global_average_pool(low)), l2_normalise(global_average_pool(high))], dim=1)
+            out.embedding = l2_normalise(self.fuse(pooled))
+        elif self.fusion == "concat_raw":
+            # Not in the papers (chapter 13's diagnosis): the GAPs concatenated as they are, so that the
+            # larger level is not scaled down to the smaller's weight.
+            pooled = torch.cat([global_average_pool(low), global_average_pool(high)], dim=1)
             out.embedding = l2_normalise(self.fuse(pooled))
         else:
             out.embedding = l2_normalise(self.fuse(global_average_pool(high)))

@@ -405,3 +405,24 @@ def test_gep_and_attention_loss_step_on_balanced_batch():
     before = model.fuse.projection.weight.detach().clone()
     opt.step()
     assert not torch.equal(before, model.fuse.projection.weight)
+
+
+def test_concat_raw_is_the_plain_concatenation_of_the_two_gaps():
+    """fusion="concat_raw": the linear layer sees [GAP(low), GAP(high)] unnormalised; "concat" sees
+    each l2-normalised (checked against the formula on random maps, same weights)."""
+    from apse.pooling import l2_normalise
+
+    torch.manual_seed(0)
+    raw = APSENet("efficientnet_lite0", pretrained=False, attention="none", fusion="concat_raw").eval()
+    cat = APSENet("efficientnet_lite0", pretrained=False, attention="none", fusion="concat").eval()
+    cat.fuse.load_state_dict(raw.fuse.state_dict())
+    ch = raw.backbone.channels
+    maps = {"conv3": torch.rand(2, ch["conv3"], 5, 5) * 20, "conv5": torch.rand(2, ch["conv5"], 2, 2)}
+    g_low, g_high = maps["conv3"].mean((2, 3)), maps["conv5"].mean((2, 3))
+    w = raw.fuse.weight
+    expect_raw = l2_normalise(torch.cat([g_low, g_high], 1) @ w.T)
+    expect_cat = l2_normalise(torch.cat([l2_normalise(g_low), l2_normalise(g_high)], 1) @ w.T)
+    with torch.no_grad():
+        assert torch.allclose(raw(maps).embedding, expect_raw, atol=1e-6)
+        assert torch.allclose(cat(maps).embedding, expect_cat, atol=1e-6)
+        assert not torch.allclose(expect_raw, expect_cat, atol=1e-3)
