@@ -1,0 +1,109 @@
+"""Tables of cached experiment runs as pandas DataFrames (for chapter 13 and the README).
+
+The runner (:mod:`apse.experiments`) trains and caches runs and writes each experiment's markdown
+summary; this module reads the same run records back and answers the comparisons a reader asks: one
+variant in two training regimes, one variant against another, fold by fold. Nothing here trains.
+
+* :func:`by_fold` -- ``{variant: {(fold, seed): value}}`` of one metric, from the records.
+* :func:`regime_table` -- mean ± std per variant and regime, side by side, with readable labels.
+* :func:`paired_table` -- paired differences (mean, standard error over folds, folds won) of chosen
+  pairs of (variant, regime), the statistic that decides whether a difference is real
+  (:func:`apse.experiments.paired_difference`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import pandas as pd
+
+from apse.experiments import (DEFAULT_RESULTS, get_experiment, load_records, paired_difference,
+                              LOWER_IS_BETTER)
+
+__all__ = ["REGIME_LABELS", "by_fold", "regime_table", "paired_table"]
+
+#: How a table names each training regime.
+REGIME_LABELS = {"frozen": "frozen, 224 px", "probe": "frozen, 160 px (the probe)",
+                 "finetune": "fine-tuned, 160 px"}
+
+
+def by_fold(name: str, regime: str = "frozen", metric: str = "mAP8", *,
+            results_dir: str | os.PathLike = DEFAULT_RESULTS, split: str = "test") -> dict[str, dict]:
+    """``{variant: {(fold, seed): value}}`` of ``metric`` over the cached runs of experiment ``name``
+    in ``regime`` (``split="val"``: the validation score at the chosen epoch instead)."""
+    field = "test_metrics" if split == "test" else "val_metrics"
+    out: dict[str, dict] = {}
+    for r in load_records(name, results_dir, regime=regime):
+        value = (r.get(field) or {}).get(metric)
+        if value is not None:
+            out.setdefault(r["variant"], {})[(int(r["fold"]), int(r["seed"]))] = float(value)
+    return out
+
+
+def _labels(name: str) -> dict[str, str]:
+    return {v.name: v.label for v in get_experiment(name).variants}
+
+
+def _mean_std_text(values: Sequence[float], digits: int) -> str:
+    s = pd.Series(list(values), dtype=float)
+    if len(s) == 0:
+        return "—"
+    if len(s) == 1:
+        return f"{s.iloc[0]:.{digits}f} (1 run)"
+    return f"{s.mean():.{digits}f} ± {s.std(ddof=1):.{digits}f}"
+
+
+def regime_table(name: str, regimes: Sequence[str] = ("frozen", "finetune"),
+                 metrics: Sequence[str] = ("mAP8", "mAP2"), *, variants: Sequence[str] | None = None,
+                 results_dir: str | os.PathLike = DEFAULT_RESULTS, digits: int = 3) -> pd.DataFrame:
+    """One row per variant of experiment ``name`` (readable label), a column per (regime, metric):
+    mean ± sample std over its cached runs (held-out folds x seeds), and a column of run counts."""
+    labels = _labels(name)
+    data = {(r, m): by_fold(name, r, m, results_dir=results_dir) for r in regimes for m in metrics}
+    names = list(variants) if variants is not None else list(labels)
+    rows = []
+    for v in names:
+        row = {"variant": labels.get(v, v)}
+        for r in regimes:
+            for m in metrics:
+                row[(REGIME_LABELS.get(r, r), m)] = _mean_std_text(data[(r, m)].get(v, {}).values(), digits)
+            row[(REGIME_LABELS.get(r, r), "runs")] = len(data[(r, metrics[0])].get(v, {}))
+        rows.append(row)
+    df = pd.DataFrame(rows).set_index("variant")
+    df.columns = pd.MultiIndex.from_tuples(df.columns)
+    return df
+
+
+def paired_table(name: str, pairs: Sequence[tuple[tuple[str, str], tuple[str, str]]],
+                 metrics: Sequence[str] = ("mAP8", "mAP2"), *,
+                 results_dir: str | os.PathLike = DEFAULT_RESULTS, digits: int = 3,
+                 other: str | None = None) -> pd.DataFrame:
+    """Paired differences ``a - b`` for each pair ``((variant_a, regime_a), (variant_b, regime_b))`` of
+    experiment ``name`` (``b`` may come from experiment ``other``, e.g. a floor): per metric the mean
+    difference ± its standard error over folds and "folds won / folds" (for ANMRR, lower is better,
+    so a win is a negative difference). Pairs with fewer than two common folds show "—"."""
+    labels = {**(_labels(other) if other else {}), **_labels(name)}
+    cache: dict[tuple[str, str, str, str], dict] = {}
+
+    def values(exp: str, variant: str, regime: str, metric: str) -> dict:
+        key = (exp, variant, regime, metric)
+        if key not in cache:
+            cache[key] = by_fold(exp, regime, metric, results_dir=results_dir).get(variant, {})
+        return cache[key]
+
+    rows = []
+    for (va, ra), (vb, rb) in pairs:
+        row = {"a": f"{labels.get(va, va)} ({REGIME_LABELS.get(ra, ra)})",
+               "b": f"{labels.get(vb, vb)} ({REGIME_LABELS.get(rb, rb)})"}
+        for m in metrics:
+            a = values(name, va, ra, m)
+            b = values(other or name, vb, rb, m)
+            if m in LOWER_IS_BETTER:  # a win is a lower value: compare b - a, report a - b
+                d = paired_difference(b, a)
+                d = d and {**d, "mean": -d["mean"]}
+            else:
+                d = paired_difference(a, b)
+            row[f"{m}: a - b"] = "—" if d is None else f"{d['mean']:+.{digits}f} ± {d['se']:.{digits}f}"
+            row[f"{m}: a wins"] = "—" if d is None else f"{d['wins']} / {d['n_folds']}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["a", "b"])

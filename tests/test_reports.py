@@ -1,0 +1,46 @@
+"""apse.reports: the DataFrames chapter 13 shows, from run records written by the runner (stub runs)."""
+import pytest
+
+import apse.experiments as ex
+from apse.reports import by_fold, paired_table, regime_table
+
+
+def _fake_runs(tmp_path, regime, value):
+    """Every core run with test mAP8 = value(variant, fold) and ANMRR = 1 - mAP8."""
+    def execute(spec, ctx):
+        v = value(spec.variant.name, spec.fold)
+        metrics = {m: 0.5 for m in ex.METRICS}
+        metrics.update(mAP8=v, ANMRR=1 - v)
+        return {"test_metrics": metrics, "val_metrics": metrics, "chosen_epoch": 1}
+
+    ex.run_experiment("core", folds=3, results_dir=tmp_path, execute=execute, log=lambda m: None,
+                      regime=regime, only=["npair", "apse-gep"])
+
+
+def test_regime_and_paired_tables_compute_from_the_records(tmp_path):
+    _fake_runs(tmp_path, "frozen", lambda v, f: 0.5 + 0.01 * f + (0.02 if v == "apse-gep" else 0.0))
+    # fine-tuned: APSE gains 0.1 on folds 0 and 1 and loses 0.05 on fold 2
+    _fake_runs(tmp_path, "finetune", lambda v, f: 0.5 + 0.01 * f + (0.0 if v == "npair" else
+                                                                      (0.12 if f < 2 else -0.03)))
+    assert by_fold("core", "frozen", results_dir=tmp_path)["npair"] == \
+        pytest.approx({(0, 0): 0.5, (1, 0): 0.51, (2, 0): 0.52})
+
+    table = regime_table("core", ("frozen", "finetune"), ("mAP8",), variants=["npair", "apse-gep"],
+                         results_dir=tmp_path)
+    assert table.loc["N-pair loss (linear floor)", ("frozen, 224 px", "mAP8")] == "0.510 ± 0.010"
+    assert table.loc["APSE + GEP (TMM)", ("fine-tuned, 160 px", "runs")] == 3
+
+    pairs = [(("apse-gep", "finetune"), ("npair", "finetune")),
+             (("apse-gep", "finetune"), ("apse-gep", "frozen"))]
+    paired = paired_table("core", pairs, ("mAP8", "ANMRR"), results_dir=tmp_path)
+    first, second = paired.iloc[0], paired.iloc[1]
+    # differences 0.12, 0.12, -0.03: mean 0.07, sample std 0.0866, se 0.05; 2 of 3 folds won
+    assert first["mAP8: a - b"] == "+0.070 ± 0.050" and first["mAP8: a wins"] == "2 / 3"
+    # ANMRR = 1 - mAP8: lower is better, so APSE still wins the same folds with a negative difference
+    assert first["ANMRR: a - b"] == "-0.070 ± 0.050" and first["ANMRR: a wins"] == "2 / 3"
+    # against its frozen self: 0.10, 0.10, -0.05 -> +0.050
+    assert second["mAP8: a - b"] == "+0.050 ± 0.050" and second["mAP8: a wins"] == "2 / 3"
+    # a pair with no runs in one regime reads "—"
+    empty = paired_table("core", [(("npair", "probe"), ("npair", "frozen"))], ("mAP8",),
+                         results_dir=tmp_path)
+    assert empty.iloc[0]["mAP8: a - b"] == "—"
