@@ -9,10 +9,16 @@ variant in two training regimes, one variant against another, fold by fold. Noth
 * :func:`paired_table` -- paired differences (mean, standard error over folds, folds won) of chosen
   pairs of (variant, regime), the statistic that decides whether a difference is real
   (:func:`apse.experiments.paired_difference`).
+* :func:`heads_table` -- what the attention heads learned (accuracy and mean top confidence on the
+  held-out images), per variant and regime.
+* :func:`validation_sweep` -- a hyper-parameter sweep's validation curves (one results folder per
+  setting), the only numbers a choice of setting may use.
 """
 from __future__ import annotations
 
 import os
+import json
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -20,7 +26,7 @@ import pandas as pd
 from apse.experiments import (DEFAULT_RESULTS, get_experiment, load_records, paired_difference,
                               LOWER_IS_BETTER)
 
-__all__ = ["REGIME_LABELS", "by_fold", "regime_table", "paired_table"]
+__all__ = ["REGIME_LABELS", "by_fold", "regime_table", "paired_table", "heads_table", "validation_sweep"]
 
 #: How a table names each training regime.
 REGIME_LABELS = {"frozen": "frozen, 224 px", "probe": "frozen, 160 px (the probe)",
@@ -107,3 +113,49 @@ def paired_table(name: str, pairs: Sequence[tuple[tuple[str, str], tuple[str, st
             row[f"{m}: a wins"] = "—" if d is None else f"{d['wins']} / {d['n_folds']}"
         rows.append(row)
     return pd.DataFrame(rows).set_index(["a", "b"])
+
+
+#: The columns of :func:`heads_table`: (record field, readable name).
+HEAD_FIELDS = (("polarity_accuracy", "polarity head: accuracy"),
+               ("polarity_top_confidence", "polarity head: top confidence (uniform 0.5)"),
+               ("emotion_accuracy", "emotion head: accuracy"),
+               ("emotion_top_confidence", "emotion head: top confidence (uniform 0.125)"))
+
+
+def heads_table(pairs: Sequence[tuple[str, str, str]], *, results_dir: str | os.PathLike = DEFAULT_RESULTS,
+                part: str = "test", digits: int = 3) -> pd.DataFrame:
+    """For each ``(experiment, variant, regime)``: the means over its runs that recorded the heads
+    (``attention_heads``, on the held-out images by default) of the polarity and emotion heads'
+    accuracy and mean top softmax confidence. A top confidence at 1/K means the head's output is
+    uniform, and then WEP's weights and GEP's adaptive beta are constants."""
+    rows = []
+    for name, variant, regime in pairs:
+        recs = [r for r in load_records(name, results_dir, regime=regime)
+                if r["variant"] == variant and (r.get("attention_heads") or {}).get(part)]
+        row = {"variant": _labels(name).get(variant, variant), "regime": REGIME_LABELS.get(regime, regime),
+               "runs": len(recs)}
+        for key, label in HEAD_FIELDS:
+            vals = [r["attention_heads"][part][key] for r in recs if r["attention_heads"][part].get(key) is not None]
+            row[label] = round(sum(vals) / len(vals), digits) if vals else None
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["variant", "regime"])
+
+
+def validation_sweep(folder: str | os.PathLike, *, metric_digits: int = 3) -> pd.DataFrame:
+    """The runs of a sweep: ``folder/<setting>/<experiment folder>/runs/*.json``, one row per run with
+    its setting, variant, fold, the probe's validation score (fine-tuning regime), the validation
+    curve of the end-to-end epochs and the best of it. Held-out metrics are deliberately left out."""
+    rows = []
+    for path in sorted(Path(folder).glob("*/*/runs/*.json")):
+        r = json.loads(path.read_text())
+        curve = [v for v in (r.get("val_curve") or []) if v is not None]
+        rows.append({"setting": path.parts[-4], "variant": r.get("label") or r["variant"],
+                     "fold": int(r["fold"]),
+                     "probe val": r.get("probe_val"),
+                     "val per epoch": " ".join(f"{v:.{metric_digits}f}" for v in curve),
+                     "best val": round(max(curve), metric_digits) if curve else None,
+                     "chosen epoch": r.get("chosen_epoch")})
+    if not rows:
+        return pd.DataFrame(columns=["setting", "variant", "fold", "probe val", "val per epoch", "best val",
+                                     "chosen epoch"]).set_index(["setting", "variant", "fold"])
+    return pd.DataFrame(rows).set_index(["setting", "variant", "fold"]).sort_index()

@@ -44,3 +44,28 @@ def test_regime_and_paired_tables_compute_from_the_records(tmp_path):
     empty = paired_table("core", [(("npair", "probe"), ("npair", "frozen"))], ("mAP8",),
                          results_dir=tmp_path)
     assert empty.iloc[0]["mAP8: a - b"] == "—"
+
+
+def test_heads_table_and_validation_sweep(tmp_path):
+    from apse.reports import heads_table, validation_sweep
+
+    def execute(spec, ctx):
+        conf = 0.5 + 0.1 * spec.fold
+        heads = {"test": {"polarity_accuracy": 0.6, "polarity_top_confidence": conf,
+                          "emotion_accuracy": 0.4, "emotion_top_confidence": 0.2}}
+        m = {k: 0.5 for k in ex.METRICS}
+        return {"test_metrics": m, "val_metrics": m, "chosen_epoch": 2, "attention_heads": heads,
+                "val_curve": [0.3, 0.41234, 0.35], "probe_val": 0.33}
+
+    sweep = tmp_path / "sweep"
+    ex.run_experiment("core", folds=2, results_dir=sweep / "lr0.1", execute=execute, log=lambda m: None,
+                      regime="finetune", only=["apse-gep"])
+    heads = heads_table([("core", "apse-gep", "finetune"), ("core", "apse-gep", "frozen")],
+                        results_dir=sweep / "lr0.1")
+    first = heads.iloc[0]
+    assert first["runs"] == 2 and first["polarity head: top confidence (uniform 0.5)"] == pytest.approx(0.55)
+    assert heads.iloc[1]["runs"] == 0                      # no frozen runs there
+    table = validation_sweep(sweep)
+    assert len(table) == 2 and list(table["best val"]) == [0.412, 0.412]
+    assert table.index[0] == ("lr0.1", "APSE + GEP (TMM)", 0) and table.iloc[0]["probe val"] == 0.33
+    assert "test" not in " ".join(table.columns)           # held-out numbers are not part of a sweep
