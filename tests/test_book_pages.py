@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -165,7 +164,7 @@ def test_page_assets_drops_exact_duplicate_scripts_only():
 # the browser page check, on hand-made pages
 # --------------------------------------------------------------------------------------------------
 def _browser():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    return _load("check_pages", CHECKER).find_browser()
 
 
 PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>t</title>{head}</head>
