@@ -61,9 +61,10 @@ def _mean_std_text(values: Sequence[float], digits: int) -> str:
 
 def regime_table(name: str, regimes: Sequence[str] = ("frozen", "finetune"),
                  metrics: Sequence[str] = ("mAP8", "mAP2"), *, variants: Sequence[str] | None = None,
-                 results_dir: str | os.PathLike = DEFAULT_RESULTS, digits: int = 3) -> pd.DataFrame:
+                 results_dir: str | os.PathLike = DEFAULT_RESULTS, digits: int = 3,
+                 runs: bool = True) -> pd.DataFrame:
     """One row per variant of experiment ``name`` (readable label), a column per (regime, metric):
-    mean ± sample std over its cached runs (held-out folds x seeds), and a column of run counts."""
+    mean ± sample std over its cached runs (held-out folds x seeds), and (``runs``) run counts."""
     labels = _labels(name)
     data = {(r, m): by_fold(name, r, m, results_dir=results_dir) for r in regimes for m in metrics}
     names = list(variants) if variants is not None else list(labels)
@@ -73,7 +74,8 @@ def regime_table(name: str, regimes: Sequence[str] = ("frozen", "finetune"),
         for r in regimes:
             for m in metrics:
                 row[(REGIME_LABELS.get(r, r), m)] = _mean_std_text(data[(r, m)].get(v, {}).values(), digits)
-            row[(REGIME_LABELS.get(r, r), "runs")] = len(data[(r, metrics[0])].get(v, {}))
+            if runs:
+                row[(REGIME_LABELS.get(r, r), "runs")] = len(data[(r, metrics[0])].get(v, {}))
         rows.append(row)
     df = pd.DataFrame(rows).set_index("variant")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
