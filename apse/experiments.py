@@ -581,8 +581,12 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
                    data: str | None = None, overrides: dict | None = None, k: int = K_FOLDS,
                    execute: Callable[[RunSpec, Any], dict] | None = None, log: Callable[[str], None] = print,
                    command: str | None = None, regime: str = "frozen",
-                   only: Sequence[str] | None = None) -> dict[str, Any]:
+                   only: Sequence[str] | None = None,
+                   only_folds: Sequence[int] | None = None) -> dict[str, Any]:
     """Run (or load from cache) every run of experiment ``name``, then write its summary files.
+
+    ``only`` / ``only_folds``: just these variants / held-out folds (e.g. to share one experiment's
+    runs between two processes); the summary then lists just those runs.
 
     Returns ``{"experiment", "runs": [records], "summary": rows, "ran": n, "cached": n, "wall_time_s"}``.
     ``execute`` defaults to :func:`execute_run` (tests pass a stub).
@@ -602,6 +606,10 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
         experiment = dataclasses.replace(experiment, variants=tuple(v for v in experiment.variants
                                                                     if v.name in only))
     specs = expand(experiment, base_cfg, folds=folds, seeds=seeds, k=k, overrides=run_overrides)
+    if only_folds is not None:
+        if not set(only_folds) <= set(range(k)):
+            raise ValueError(f"only_folds must lie in 0..{k - 1}, got {sorted(only_folds)}")
+        specs = [s for s in specs if s.fold in set(only_folds)]
     execute = execute or execute_run
     ctx = _Context(data)
     records, ran, cached = [], 0, 0
@@ -1380,6 +1388,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         "trained on images (configs/fi-subset-finetune-cpu.yaml), into results/NAME-finetune")
     p.add_argument("--only", nargs="+", default=None, metavar="VARIANT",
                    help="run these variants of the experiment only (its summary then lists only them)")
+    p.add_argument("--only-folds", nargs="+", type=int, default=None, metavar="FOLD",
+                   help="run these held-out folds only (0-based; with --folds 5 unless --folds is given)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are cached")
     return p.parse_args(argv)
 
@@ -1427,7 +1437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         run_experiment(n, folds=args.folds, seeds=args.seeds, force=args.force, results_dir=args.results,
                        base=args.config, data=args.data, overrides=overrides, command=command,
-                       regime=args.regime, only=args.only)
+                       regime=args.regime, only=args.only, only_folds=args.only_folds)
     return 0
 
 

@@ -378,3 +378,19 @@ def test_cli_set_is_typed_in_the_chosen_regime(tmp_path, capsys):
     with pytest.raises(ConfigError, match="cache_features=false"):
         ex.main(["core", "--only", "npair", "--dry-run", "--results", str(tmp_path),
                  "--set", "backbone_lr=0.003"])
+
+
+def test_only_folds_runs_just_those_folds(tmp_path):
+    seen = []
+
+    def execute(spec, ctx):
+        seen.append(spec.fold)
+        return {"test_metrics": {m: 0.5 for m in ex.METRICS}, "val_metrics": None, "chosen_epoch": 1}
+
+    ex.run_experiment("core", results_dir=tmp_path, execute=execute, log=lambda m: None,
+                      only=["npair"], only_folds=[3, 4])
+    assert seen == [3, 4]
+    ex.run_experiment("core", results_dir=tmp_path, execute=execute, log=lambda m: None, only=["npair"])
+    assert seen == [3, 4, 0, 1, 2]                     # the other folds, 3 and 4 from the cache
+    with pytest.raises(ValueError, match="only_folds"):
+        ex.run_experiment("core", results_dir=tmp_path, execute=execute, only_folds=[5])
