@@ -1,4 +1,4 @@
-"""Retrieval metrics of the APSE papers: mAP8, mAP2, NN, FT, ST, DCG, F1 and ANMRR.
+"""Score retrieval rankings with the APSE papers' metrics: mAP8, mAP2, NN, FT, ST, DCG, F1 and ANMRR.
 
 Definitions follow ``shared/spec/apse-method.md``, section "Metrics" (TMM 2020 Sec. V-A, which cites
 the Princeton Shape Benchmark for NN/FT/ST/DCG/E-measure and MPEG-7 for ANMRR). For one query:
@@ -25,13 +25,26 @@ Then
 
 Every metric is the mean over queries.
 
-**Levels** (``level=``). ``"emotion"`` (default): labels are emotion indices 0..7 and the eight
-metrics above. ``"polarity"``: for data labelled with polarities only (0 = positive, 1 = negative;
-e.g. Twitter I): relevance = same polarity for *every* metric, and the result has
-:data:`POLARITY_METRIC_NAMES` (mAP2, NN, FT, ST, DCG, F1, ANMRR; no mAP8, which needs emotions).
-Internally polarity ``p`` is ranked as the emotion code ``4 p`` (the first emotion of that
-polarity), so "same code" and "same polarity" coincide and the emotion-level formulas give the polarity-level
-metrics unchanged; emotion labels are never invented from polarities.
+**How the code is laid out** (top to bottom):
+
+1. Ranking: :func:`rank_order` (stable sort of each row) and :func:`ranked_relevance`, the boolean
+   matrix ``rel[i, k - 1] = rel_k`` of query ``i``, computed once and shared by every metric.
+2. One function per metric over that matrix, named as in the spec: :func:`map8`, :func:`map2`,
+   :func:`nn`, :func:`ft`, :func:`st`, :func:`dcg`, :func:`f1`, :func:`anmrr` (``nn`` is not
+   ``torch.nn``: call it as ``metrics.nn``). Each returns per-query values (NaN where the query has
+   no relevant item); the metric is their mean. This is the reference path.
+3. :func:`per_query_metrics` / :func:`retrieval_metrics` validate the inputs and score the queries a
+   chunk at a time. For float32 (and narrower) distances they take the fast path: one packed integer
+   sort (:func:`_packed_ranked_labels`, the same ranking as 1) and the metrics of 2 fused over one
+   cumulative sum of hits (:func:`_fast_metrics`, equal to 1e-12); both are tested against 1-2.
+   float64 distances, and problems whose labels and gallery indices do not fit the packed key,
+   take the reference path.
+
+**Levels** (``level=``) say what the labels are. ``"emotion"`` (default): emotion indices 0..7 and
+the eight metrics above. ``"polarity"``: for data labelled with polarities only (0 = positive,
+1 = negative; e.g. Twitter I): relevance = same polarity for *every* metric, and the result has
+:data:`POLARITY_METRIC_NAMES` (mAP2, NN, FT, ST, DCG, F1, ANMRR; no mAP8, which needs emotions);
+emotion labels are never invented from polarities.
 
 Choices the spec leaves to the implementation:
 
@@ -56,18 +69,13 @@ import warnings
 import numpy as np
 import torch
 
-from apse.emotions import NUM_EMOTIONS, polarity_labels
+from apse.emotions import NUM_EMOTIONS
 
 __all__ = [
-    "METRIC_NAMES",
-    "POLARITY_METRIC_NAMES",
-    "LEVELS",
-    "metric_names",
-    "LOWER_IS_BETTER",
-    "pairwise_distances",
-    "per_query_metrics",
-    "retrieval_metrics",
-    "evaluate_embeddings",
+    "METRIC_NAMES", "POLARITY_METRIC_NAMES", "LEVELS", "metric_names", "LOWER_IS_BETTER",
+    "pairwise_distances", "rank_order", "ranked_relevance",
+    "average_precision", "map8", "map2", "nn", "ft", "st", "dcg", "f1", "anmrr",
+    "per_query_metrics", "retrieval_metrics", "evaluate_embeddings",
 ]
 
 METRIC_NAMES: tuple[str, ...] = ("mAP8", "mAP2", "NN", "FT", "ST", "DCG", "F1", "ANMRR")
@@ -83,8 +91,8 @@ def metric_names(level: str = "emotion") -> tuple[str, ...]:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     return METRIC_NAMES if level == "emotion" else POLARITY_METRIC_NAMES
 
-# Roughly 60-80 bytes of temporaries per (query, gallery) cell in `_chunk_metrics` (int64 sort keys,
-# a few float64 rows); 4M cells keep a chunk at about 300 MB whatever the gallery size.
+# Roughly 60-80 bytes of temporaries per (query, gallery) cell while a chunk is scored (int64 sort
+# keys, a few float64 rows); 4M cells keep a chunk at about 300 MB whatever the gallery size.
 _CELLS_PER_CHUNK = 4_000_000
 
 
@@ -127,6 +135,7 @@ def pairwise_distances(q, g, *, chunk_size: int | None = None) -> torch.Tensor:
     return out
 
 
+
 def _as_labels(labels, name: str, length: int, level: str = "emotion") -> torch.Tensor:
     what, top = ("emotion", NUM_EMOTIONS) if level == "emotion" else ("polarity", 2)
     t = torch.as_tensor(labels)
@@ -140,93 +149,302 @@ def _as_labels(labels, name: str, length: int, level: str = "emotion") -> torch.
     if t.numel() and (t.min() < 0 or t.max() >= top):
         order = " (papers' order)" if level == "emotion" else " (0 = positive, 1 = negative)"
         raise ValueError(f"{name} must hold {what} indices in 0..{top - 1}{order}")
-    return t
+    return t.cpu()
 
 
-def _ranked_labels(dist, g_lab, self_cols):
-    """Gallery labels in ranked order for each row of ``dist`` (c, G): uint8 tensor (c, G'), where
-    G' = G - 1 when ``self_cols`` (the column of each row's own item) is given, else G.
+def _as_distances(distances) -> torch.Tensor:
+    dist = torch.as_tensor(distances)
+    if dist.dim() != 2:
+        raise ValueError(f"distances must be a 2-D (queries, gallery) array, got shape {tuple(dist.shape)}")
+    n_q, n_g = dist.shape
+    if n_q == 0 or n_g == 0:
+        raise ValueError(f"distances must have at least one query and one gallery item, got shape {(n_q, n_g)}")
+    if not dist.is_floating_point():
+        dist = dist.double()  # exact for the integers a distance matrix could hold, order kept
+    return dist.detach().cpu()
 
-    Ranking = stable ascending sort of the distances (ties keep gallery order). For float32 (and
-    narrower) distances the sort key packs, into one int64, the distance's bits (mapped to an
-    order-preserving signed integer), the gallery index (tie-break) and the label (3 bits), and
-    numpy sorts those keys without an index array: several times faster than an indexed stable sort,
-    and the labels come back without a gather. float64 distances use ``torch.sort(stable=True)``.
+
+def _check_no_nan(dist: torch.Tensor) -> None:
+    if torch.isnan(dist).any():
+        raise ValueError("distances contain NaN; expected real numbers (+-inf are allowed)")
+
+
+def _self_columns(n_q: int, n_g: int) -> torch.Tensor:
+    """Column of each query's own item for leave-one-out (queries are the gallery, same order)."""
+    if n_q != n_g:
+        raise ValueError(
+            f"exclude_self=True needs the queries to be the gallery (square distances), got {n_q} x {n_g}"
+        )
+    if n_g < 2:
+        raise ValueError("exclude_self=True needs at least 2 items")
+    return torch.arange(n_q)
+
+
+# ---------------------------------------------------------------- ranking
+
+
+def _rank_order(dist: torch.Tensor, self_cols: torch.Tensor | None) -> torch.Tensor:
+    """:func:`rank_order` on checked input; ``self_cols`` = each row's own column, or None."""
+    c, g = dist.shape
+    order = torch.sort(dist, dim=1, stable=True).indices  # stable: ties keep gallery order
+    if self_cols is None:
+        return order
+    # exactly one self column per row, so dropping it leaves a rectangular (c, G-1) ranking
+    return order[order != self_cols.unsqueeze(1)].view(c, g - 1)
+
+
+def rank_order(distances, *, exclude_self: bool = False) -> torch.Tensor:
+    """Gallery indices from nearest to farthest for each query: long tensor (Q, G), or (Q, G - 1)
+    with ``exclude_self`` (query ``i``'s own column ``i`` left out; needs Q == G).
+
+    Ties in distance are broken by gallery order (a stable sort), as the spec requires; -0.0 ties
+    with +0.0.
+    """
+    dist = _as_distances(distances)
+    _check_no_nan(dist)
+    self_cols = _self_columns(*dist.shape) if exclude_self else None
+    return _rank_order(dist, self_cols)
+
+
+# The fast path packs (distance, gallery index, label) into one int64 sort key: 32 bits of distance
+# above ``_FREE_BITS`` bits for the index and the label, so the bits those two need decide whether
+# a problem can take it (8 emotions: 3 label bits, galleries up to 2**29 items).
+_FREE_BITS = 32
+
+
+def _packed_bits(n_gallery: int, max_label: int) -> tuple[int, int]:
+    """(index bits, label bits) that a gallery of ``n_gallery`` items with labels 0..max_label needs."""
+    return (n_gallery - 1).bit_length(), int(max_label).bit_length()
+
+
+def _packing_fits(n_gallery: int, max_label: int) -> bool:
+    return sum(_packed_bits(n_gallery, max_label)) <= _FREE_BITS
+
+
+def _packed_ranked_labels(dist, g_lab, self_cols):
+    """Fast path of :func:`_ranked_labels` for float32 (and narrower) distances: one int64 sort.
+
+    Each key packs, from the top bit down, the distance's bits (mapped to an order-preserving signed
+    integer), the gallery index (so ties keep gallery order and every key is unique) and the label.
+    numpy sorts those keys without an index array, several times faster than an indexed stable sort,
+    and the labels come back in rank order without a gather. Any number of classes works as long as
+    index and label bits fit in :data:`_FREE_BITS`; otherwise a ``ValueError`` (callers fall back to
+    :func:`_rank_order`).
     """
     c, g = dist.shape
-    if dist.dtype == torch.float64:
-        order = torch.sort(dist, dim=1, stable=True).indices
-        if self_cols is not None:
-            # exactly one self column per row, so dropping it leaves a rectangular (c, G-1) ranking
-            order = order[order != self_cols.unsqueeze(1)].view(c, g - 1)
-        return torch.take(g_lab.to(torch.uint8), order)
+    max_label = int(g_lab.max())
+    index_bits, label_bits = _packed_bits(g, max_label)
+    if index_bits + label_bits > _FREE_BITS:
+        raise ValueError(
+            f"cannot pack {g} gallery indices ({index_bits} bits) and labels up to {max_label} "
+            f"({label_bits} bits) beside a 32-bit distance in 64 bits; use the stable-sort ranking"
+        )
     bits = (dist.float() + 0.0).numpy().view(np.int32)  # + 0.0 turns -0.0 into +0.0 (they tie)
     # IEEE floats order like sign-magnitude integers: flip the magnitude bits of negatives
     np.bitwise_xor(bits, (bits >> 31) & 0x7FFFFFFF, out=bits)
     key = bits.astype(np.int64)
-    key <<= 32
-    key |= ((np.arange(g, dtype=np.int64) << 3) | g_lab.numpy().astype(np.int64))[None, :]
+    key <<= 32  # the distance decides first; index and label only below it
+    key |= ((np.arange(g, dtype=np.int64) << label_bits) | g_lab.numpy().astype(np.int64))[None, :]
     if self_cols is not None:
         # larger than any real key (distances are not NaN): the self item sorts last, then is cut
         key[np.arange(c), self_cols.numpy()] = np.iinfo(np.int64).max
     key.sort(axis=1)  # keys are unique, so any sort algorithm gives the stable order
     if self_cols is not None:
         key = key[:, : g - 1]
-    return torch.from_numpy((key & 7).astype(np.uint8))
+    key &= (1 << label_bits) - 1  # keep the label bits: the labels in rank order
+    # uint8 where it holds the labels: comparing 1-byte labels is several times faster than int64
+    return torch.from_numpy(key).to(torch.uint8 if label_bits <= 8 else torch.int64)
 
 
-def _chunk_metrics(dist, q_lab, q_pol, g_lab, self_cols, gtm, f1_k, inv_ranks, disc, ideal):
-    """Per-query metrics for one chunk of queries (rows of ``dist``); see the module docstring."""
-    ranked = _ranked_labels(dist, g_lab, self_cols)  # (c, G') labels in rank order
-    c, g = ranked.shape
-    rows = torch.arange(c)
-    out = {}
+def _ranked_labels(dist, g_lab, self_cols):
+    """Gallery labels in rank order for each row of ``dist`` (c, G): (c, G'), G' = G - 1 with
+    ``self_cols``; by the stable sort of :func:`rank_order` (the reference for the packed sort)."""
+    return g_lab[_rank_order(dist, self_cols)]
 
-    def average_precision(rel: torch.Tensor):
-        """AP = 1/n sum_k rel_k hits@k / k, as one matrix-vector product; also hits@k and n."""
-        relf = rel.to(torch.float64)  # float64 holds the integer counts exactly
+
+def _fast_path_applies(dist: torch.Tensor, g_lab: torch.Tensor) -> bool:
+    # float64 distances would lose order in the 32 bits of the key; big labels or galleries may not fit
+    return dist.dtype != torch.float64 and _packing_fits(dist.shape[1], int(g_lab.max()))
+
+
+def ranked_relevance(distances, query_labels, gallery_labels, *, level: str = "emotion",
+                     exclude_self: bool = False) -> torch.Tensor:
+    """Relevance in rank order: bool tensor ``rel`` (Q, G) with ``rel[i, k - 1] = rel_k`` of query i.
+
+    Relevant = same label. ``level`` says what the labels are, as in :func:`retrieval_metrics`:
+    emotion indices 0..7 (``"emotion"``) or polarities 0/1 (``"polarity"``). For mAP2 on emotion
+    labels, pass their polarities: ``ranked_relevance(d, polarity_labels(q), polarity_labels(g),
+    level="polarity")``. ``exclude_self`` as in :func:`rank_order` (the result is then (Q, G - 1)).
+    """
+    dist = _as_distances(distances)
+    _check_no_nan(dist)
+    metric_names(level)  # checks the level
+    q_lab = _as_labels(query_labels, "query_labels", dist.shape[0], level)
+    g_lab = _as_labels(gallery_labels, "gallery_labels", dist.shape[1], level)
+    self_cols = _self_columns(*dist.shape) if exclude_self else None
+    return _relevance_of_ranked(_ranked_labels(dist, g_lab, self_cols), q_lab, emotions=False)[0]
+
+
+# ---------------------------------------------------------------- one function per metric
+# Each takes ``rel`` (Q, G) bool from ranked_relevance and returns float64 (Q,), NaN for queries
+# without a relevant item (n = 0: the metric is 0/0 there). float64 holds every count exactly.
+
+
+def _ranks(g: int) -> torch.Tensor:
+    return torch.arange(1, g + 1, dtype=torch.float64)  # 1-based ranks k = 1..G
+
+
+def _dcg_discount(g: int) -> torch.Tensor:
+    ranks = _ranks(g)
+    discount = torch.ones_like(ranks)  # rank 1 is not discounted (log2 1 = 0)
+    discount[1:] = 1.0 / torch.log2(ranks[1:])
+    return discount
+
+
+def _undefined_without_relevant(values: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    return values.masked_fill(n == 0, float("nan"))
+
+
+def _hits_within(rel: torch.Tensor, cutoff: torch.Tensor) -> torch.Tensor:
+    """hits@cutoff per query, for one cutoff per query (Q,)."""
+    in_top = torch.arange(1, rel.shape[1] + 1) <= cutoff.unsqueeze(1)
+    return (rel & in_top).sum(dim=1).to(torch.float64)
+
+
+def average_precision(rel: torch.Tensor) -> torch.Tensor:
+    """AP = 1/n sum_{k: rel_k = 1} hits@k / k over the full ranked list."""
+    relf = rel.to(torch.float64)
+    hits = relf.cumsum(dim=1)  # hits@k
+    n = hits[:, -1]
+    precision_at_k = hits / _ranks(rel.shape[1])
+    return _undefined_without_relevant((precision_at_k * relf).sum(dim=1) / n, n)
+
+
+def map8(rel: torch.Tensor) -> torch.Tensor:
+    """Per-query AP with relevance = same emotion; mAP8 is its mean."""
+    return average_precision(rel)
+
+
+def map2(rel: torch.Tensor) -> torch.Tensor:
+    """Per-query AP with relevance = same polarity; mAP2 is its mean."""
+    return average_precision(rel)
+
+
+def nn(rel: torch.Tensor) -> torch.Tensor:
+    """Nearest neighbour: NN = rel_1."""
+    return _undefined_without_relevant(rel[:, 0].to(torch.float64), rel.sum(dim=1))
+
+
+def ft(rel: torch.Tensor) -> torch.Tensor:
+    """First tier: FT = hits@n / n."""
+    n = rel.sum(dim=1)
+    return _undefined_without_relevant(_hits_within(rel, n) / n, n)
+
+
+def st(rel: torch.Tensor) -> torch.Tensor:
+    """Second tier: ST = hits@min(2n, G) / n."""
+    n = rel.sum(dim=1)
+    return _undefined_without_relevant(_hits_within(rel, torch.clamp(2 * n, max=rel.shape[1])) / n, n)
+
+
+def dcg(rel: torch.Tensor) -> torch.Tensor:
+    """DCG = (rel_1 + sum_{k>=2} rel_k / log2 k) / (1 + sum_{k=2..n} 1 / log2 k)."""
+    discount = _dcg_discount(rel.shape[1])
+    n = rel.sum(dim=1)
+    ideal = discount.cumsum(0)[n.clamp(min=1) - 1]  # the n relevant items at ranks 1..n
+    return _undefined_without_relevant((rel.to(torch.float64) @ discount) / ideal, n)
+
+
+def f1(rel: torch.Tensor, k: int = 32) -> torch.Tensor:
+    """F1 at cutoff K = min(k, G): P = hits@K / K, R = hits@K / n, F1 = 2PR / (P + R), 0 without hits."""
+    if int(k) < 1:
+        raise ValueError(f"the F1 cutoff must be a positive integer, got {k}")
+    cutoff = min(int(k), rel.shape[1])
+    hits = rel[:, :cutoff].sum(dim=1).to(torch.float64)
+    n = rel.sum(dim=1)
+    # 2PR / (P + R) simplifies to 2 hits / (K + n), which is also 0 without hits (no 0/0)
+    return _undefined_without_relevant(2.0 * hits / (cutoff + n), n)
+
+
+def anmrr(rel: torch.Tensor, gtm: int | None = None) -> torch.Tensor:
+    """Per-query NMRR (MPEG-7); ANMRR is its mean, and lower is better.
+
+    ``gtm`` is the largest n over the *whole* query set (default: over the rows of ``rel``); pass it
+    when scoring the queries a chunk at a time, or the window K would change with the chunking.
+    """
+    n = rel.sum(dim=1)
+    gtm = int(n.max()) if gtm is None else int(gtm)
+    k = torch.minimum(4 * n, torch.full_like(n, 2 * gtm)).to(torch.float64)  # K = min(4 NG, 2 GTM)
+    ranks = _ranks(rel.shape[1])
+    # each relevant item's rank, or 1.25 K when it is ranked beyond K (however far down it is)
+    penalised = torch.where(ranks > k.unsqueeze(1), 1.25 * k.unsqueeze(1), ranks)
+    avr = (penalised * rel).sum(dim=1) / n
+    ng = n.to(torch.float64)
+    nmrr = (avr - 0.5 - ng / 2) / (1.25 * k - 0.5 - ng / 2)
+    return _undefined_without_relevant(nmrr, n)
+
+
+# ---------------------------------------------------------------- all metrics, chunk by chunk
+
+
+def _relevance_of_ranked(ranked, q_lab, emotions: bool):
+    """(same label, same polarity) in rank order; at the polarity level both are the same matrix."""
+    rel = ranked == q_lab.to(ranked.dtype).unsqueeze(1)
+    if not emotions:
+        return rel, rel
+    half = NUM_EMOTIONS // 2  # polarity_labels without its range check and int64 copy: 4..7 negative
+    return rel, (ranked >= half) == (q_lab >= half).unsqueeze(1)
+
+
+def _readable_metrics(ranked, q_lab, gtm: int, f1_k: int, emotions: bool) -> dict[str, torch.Tensor]:
+    """Per-query metrics of one chunk of ranked labels, one function per metric (the reference)."""
+    rel, rel_pol = _relevance_of_ranked(ranked, q_lab, emotions)
+    out = {"mAP8": map8(rel)} if emotions else {}
+    out.update(mAP2=map2(rel_pol), NN=nn(rel), FT=ft(rel), ST=st(rel), DCG=dcg(rel), F1=f1(rel, f1_k),
+               ANMRR=anmrr(rel, gtm))
+    return out
+
+
+def _fast_metrics(ranked, q_lab, gtm: int, f1_k: int, emotions: bool) -> dict[str, torch.Tensor]:
+    """:func:`_readable_metrics` fused (equal to 1e-12, tested): one float64 copy of the relevance
+    and one cumulative sum of hits serve every metric, which read them at their cutoffs."""
+    rel, rel_pol = _relevance_of_ranked(ranked, q_lab, emotions)
+    del ranked
+    c, g = rel.shape
+    rows, ranks = torch.arange(c), _ranks(g)
+
+    def average_precision_and_hits(r: torch.Tensor):
+        relf = r.to(torch.float64)
         hits = relf.cumsum(dim=1)
         n = hits[:, -1].clone()
-        return ((hits * relf) @ inv_ranks) / n, relf, hits, n
+        return ((hits * relf) @ (1.0 / ranks)) / n, relf, hits, n
 
-    out["mAP2"] = average_precision((ranked >> 2) == q_pol.to(torch.uint8).unsqueeze(1))[0]
-    out["mAP8"], relf, hits, n = average_precision(ranked == q_lab.to(torch.uint8).unsqueeze(1))
-    del ranked
+    out = {"mAP2": average_precision_and_hits(rel_pol)[0]} if emotions else {}
+    ap, relf, hits, n = average_precision_and_hits(rel)
+    out["mAP8" if emotions else "mAP2"] = ap
+    del rel, rel_pol
     safe = n.long().clamp(min=1)
     out["NN"] = relf[:, 0].clone()
     out["FT"] = hits[rows, safe - 1] / n
     out["ST"] = hits[rows, torch.clamp(2 * safe, max=g) - 1] / n
-    out["DCG"] = (relf @ disc) / ideal[safe - 1]
+    discount = _dcg_discount(g)
+    out["DCG"] = (relf @ discount) / discount.cumsum(0)[safe - 1]
     k_f1 = min(f1_k, g)
-    out["F1"] = 2.0 * hits[:, k_f1 - 1] / (k_f1 + n)  # = 2PR/(P+R) with P = hits/K, R = hits/n
-    # ANMRR: sum of ranks with every rank r > K counted as 1.25 K
-    #   = sum_{k <= K} k rel_k + 1.25 K (n - hits@K); only the first max(K) columns are needed.
+    out["F1"] = 2.0 * hits[:, k_f1 - 1] / (k_f1 + n)
+    # ANMRR: sum_{k <= K} k rel_k + 1.25 K (n - hits@K); only the first max(K) columns are needed
     k_anmrr = torch.minimum(4 * n, torch.full_like(n, 2.0 * gtm))
     k_idx = torch.clamp(k_anmrr.long(), min=1, max=g) - 1
     cols = int(k_idx.max()) + 1
-    ranks = torch.arange(1, cols + 1, dtype=torch.float64)
-    rank_sum = (relf[:, :cols] * ranks).cumsum(dim=1)[rows, k_idx]
+    rank_sum = (relf[:, :cols] * ranks[:cols]).cumsum(dim=1)[rows, k_idx]
     avr = (rank_sum + 1.25 * k_anmrr * (n - hits[rows, k_idx])) / n
     out["ANMRR"] = (avr - 0.5 - n / 2) / (1.25 * k_anmrr - 0.5 - n / 2)
-
-    missing = n == 0
-    for name in METRIC_NAMES:
-        if name != "mAP2":
-            out[name] = out[name].masked_fill(missing, float("nan"))
-    return out
+    own_n = {"mAP2"} if emotions else set()  # mAP2 at the emotion level is NaN by its own n
+    return {name: v if name in own_n else _undefined_without_relevant(v, n) for name, v in out.items()}
 
 
-def per_query_metrics(
-    distances,
-    query_labels,
-    gallery_labels,
-    *,
-    exclude_self: bool = False,
-    f1_k: int = 32,
-    chunk_size: int | None = None,
-    progress: bool = False,
-    level: str = "emotion",
-) -> dict[str, torch.Tensor]:
+def per_query_metrics(distances, query_labels, gallery_labels, *, exclude_self: bool = False,
+                      f1_k: int = 32, chunk_size: int | None = None, progress: bool = False,
+                      level: str = "emotion") -> dict[str, torch.Tensor]:
     """Per-query values of every metric: dict name -> float64 tensor (Q,), NaN where undefined.
 
     Same arguments as :func:`retrieval_metrics`; "mAP8" is each query's AP (for AP distributions),
@@ -235,31 +453,14 @@ def per_query_metrics(
     """
     from tqdm.auto import tqdm
 
-    dist = torch.as_tensor(distances)
-    if dist.dim() != 2:
-        raise ValueError(f"distances must be a 2-D (queries, gallery) array, got shape {tuple(dist.shape)}")
+    dist = _as_distances(distances)
     n_q, n_g = dist.shape
-    if n_q == 0 or n_g == 0:
-        raise ValueError(f"distances must have at least one query and one gallery item, got shape {(n_q, n_g)}")
-    if n_g >= 2**29:
-        raise ValueError(f"galleries of at most 2**29 items are supported, got {n_g}")
-    if not dist.is_floating_point():
-        dist = dist.double()
-    dist = dist.detach().cpu()
     names = metric_names(level)
-    q_lab = _as_labels(query_labels, "query_labels", n_q, level).cpu()
-    g_lab = _as_labels(gallery_labels, "gallery_labels", n_g, level).cpu()
-    if level == "polarity":  # polarity p ranked as emotion code 4p: same code <=> same polarity
-        q_lab, g_lab = q_lab * 4, g_lab * 4
-    if exclude_self:
-        if n_q != n_g:
-            raise ValueError(
-                f"exclude_self=True needs the queries to be the gallery (square distances), got {n_q} x {n_g}"
-            )
-        if n_g < 2:
-            raise ValueError("exclude_self=True needs at least 2 items")
-        if not torch.equal(q_lab, g_lab):
-            raise ValueError("exclude_self=True needs query_labels == gallery_labels (same items, same order)")
+    q_lab = _as_labels(query_labels, "query_labels", n_q, level)
+    g_lab = _as_labels(gallery_labels, "gallery_labels", n_g, level)
+    self_cols = _self_columns(n_q, n_g) if exclude_self else None
+    if exclude_self and not torch.equal(q_lab, g_lab):
+        raise ValueError("exclude_self=True needs query_labels == gallery_labels (same items, same order)")
     f1_k = int(f1_k)
     if f1_k < 1:
         raise ValueError(f"f1_k must be a positive integer, got {f1_k}")
@@ -269,45 +470,32 @@ def per_query_metrics(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
 
-    # n per query without ranking (needed up front: ANMRR's GTM is a max over all queries)
-    n_rel = torch.bincount(g_lab, minlength=NUM_EMOTIONS)[q_lab] - int(exclude_self)
+    # n per query without ranking: ANMRR's GTM is a max over *all* queries, needed before chunk 1
+    n_rel = torch.bincount(g_lab, minlength=int(q_lab.max()) + 1)[q_lab] - int(exclude_self)
     if int((n_rel > 0).sum()) == 0:
         raise ValueError(f"no query has a relevant (same-{level}) gallery item; metrics are "
                          "undefined")
     gtm = int(n_rel.max())
-    g_eff = n_g - int(exclude_self)
-    ranks = torch.arange(1, g_eff + 1, dtype=torch.float64)
-    inv_ranks = 1.0 / ranks
-    disc = torch.ones(g_eff, dtype=torch.float64)  # DCG discount: 1 at rank 1, 1/log2 k after
-    disc[1:] = 1.0 / torch.log2(ranks[1:])
-    ideal = disc.cumsum(0)  # ideal DCG for n relevant items = ideal[n - 1]
-    q_pol = polarity_labels(q_lab)
+    emotions = level == "emotion"
 
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in METRIC_NAMES}
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     starts = range(0, n_q, chunk_size)
     for s in tqdm(starts, desc="metrics", disable=not progress, leave=False):
         e = min(s + chunk_size, n_q)
-        if torch.isnan(dist[s:e]).any():  # checked per chunk to keep memory flat
-            raise ValueError("distances contain NaN; expected real numbers (+-inf are allowed)")
-        self_cols = torch.arange(s, e) if exclude_self else None
-        res = _chunk_metrics(dist[s:e], q_lab[s:e], q_pol[s:e], g_lab, self_cols, gtm, f1_k, inv_ranks, disc, ideal)
-        for name in METRIC_NAMES:
-            parts[name].append(res[name])
+        _check_no_nan(dist[s:e])  # per chunk, to keep memory flat
+        chunk, own = dist[s:e], None if self_cols is None else self_cols[s:e]
+        if _fast_path_applies(chunk, g_lab):
+            values = _fast_metrics(_packed_ranked_labels(chunk, g_lab, own), q_lab[s:e], gtm, f1_k, emotions)
+        else:
+            values = _readable_metrics(_ranked_labels(chunk, g_lab, own), q_lab[s:e], gtm, f1_k, emotions)
+        for name in names:
+            parts[name].append(values[name])
     return {name: torch.cat(parts[name]) for name in names}
 
 
-def retrieval_metrics(
-    distances,
-    query_labels,
-    gallery_labels,
-    *,
-    exclude_self: bool = False,
-    f1_k: int = 32,
-    chunk_size: int | None = None,
-    return_per_query: bool = False,
-    progress: bool = False,
-    level: str = "emotion",
-):
+def retrieval_metrics(distances, query_labels, gallery_labels, *, exclude_self: bool = False,
+                      f1_k: int = 32, chunk_size: int | None = None, return_per_query: bool = False,
+                      progress: bool = False, level: str = "emotion"):
     """The papers' eight retrieval metrics, each a mean over queries (formulas in the module docstring).
 
     Args:
@@ -347,14 +535,8 @@ def retrieval_metrics(
     return (means, per_query) if return_per_query else means
 
 
-def evaluate_embeddings(
-    query_emb,
-    query_labels,
-    gallery_emb=None,
-    gallery_labels=None,
-    exclude_self: bool = False,
-    **kw,
-):
+def evaluate_embeddings(query_emb, query_labels, gallery_emb=None, gallery_labels=None,
+                        exclude_self: bool = False, **kw):
     """Embed-then-evaluate: :func:`pairwise_distances` then :func:`retrieval_metrics`.
 
     With ``gallery_emb=None`` every query searches all the other queries (leave-one-out,

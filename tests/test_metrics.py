@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from apse import metrics
+from apse.emotions import polarity_labels
 from apse.metrics import (
     LOWER_IS_BETTER,
     METRIC_NAMES,
     evaluate_embeddings,
     pairwise_distances,
     per_query_metrics,
+    rank_order,
+    ranked_relevance,
     retrieval_metrics,
 )
 
@@ -363,3 +367,155 @@ def test_evaluate_embeddings():
         assert split[name] == pytest.approx(ref[name], abs=1e-6)
     with pytest.raises(ValueError, match="gallery_labels"):
         evaluate_embeddings(emb, labels, emb)
+
+
+# ---------------------------------------------------------------- the readable functions, one per metric
+
+
+def test_each_readable_metric_on_a_hand_computed_ranking():
+    gallery = [0, 4, 0, 1, 0, 5]
+    # query A (amusement, 0): distances 0.3 0.1 0.3 0.2 0.9 0.5 -> ranking by distance, the tie at 0.3
+    #   broken by gallery order (index 0 before 2): indices 1 3 0 2 5 4, labels 4 1 0 0 5 0
+    # query B (sadness, 7): the same distances; no sadness image in the gallery
+    d = torch.tensor([[0.3, 0.1, 0.3, 0.2, 0.9, 0.5]] * 2)
+    assert rank_order(d).tolist() == [[1, 3, 0, 2, 5, 4]] * 2
+    rel = ranked_relevance(d, [0, 7], gallery)
+    assert rel.dtype == torch.bool and rel.tolist() == [[0, 0, 1, 1, 0, 1], [0] * 6]
+    # same polarity: A (positive) 4- 1+ 0+ 0+ 5- 0+ -> 0 1 1 1 0 1; B (negative) -> 1 0 0 0 1 0
+    rel_pol = ranked_relevance(d, polarity_labels(torch.tensor([0, 7])),
+                               polarity_labels(torch.tensor(gallery)), level="polarity")
+    assert rel_pol.tolist() == [[0, 1, 1, 1, 0, 1], [1, 0, 0, 0, 1, 0]]
+
+    # A: rel = 0 0 1 1 0 1, n = 3, G = 6, relevant ranks 3 4 6
+    #   AP (mAP8) = (1/3 + 2/4 + 3/6) / 3 = 0.444444
+    #   NN = rel_1 = 0; FT = hits@3 / 3 = 1/3; ST = hits@min(6, 6) / 3 = 1
+    #   DCG = (1/log2 3 + 1/log2 4 + 1/log2 6) / (1 + 1/log2 2 + 1/log2 3) = 1.517783 / 2.630930 = 0.576900
+    #   F1, k = 4: hits@4 = 2, P = 2/4, R = 2/3, 2PR/(P+R) = (2/3)/(7/6) = 4/7; k = 32 -> K = 6:
+    #     hits 3, P = 1/2, R = 1, F1 = 2/3
+    #   ANMRR: GTM = 3 (B has n = 0), K = min(12, 6) = 6, no rank beyond K: AVR = 13/3,
+    #     NMRR = (13/3 - 0.5 - 1.5) / (7.5 - 0.5 - 1.5) = (7/3) / 5.5 = 0.424242
+    #     with gtm = 1 given: K = min(12, 2) = 2, all three ranks > 2 count 2.5: AVR = 2.5, NMRR = 1
+    # polarity, mAP2: A: rel = 0 1 1 1 0 1, n = 4: (1/2 + 2/3 + 3/4 + 4/6) / 4 = 0.645833
+    #                 B: rel = 1 0 0 0 1 0, n = 2: (1/1 + 2/5) / 2 = 0.7
+    # B has no same-emotion item: every metric with emotion relevance is NaN for it
+    nan = float("nan")
+    expected = {
+        "map8": (metrics.map8(rel), [4 / 9, nan]),
+        "map2": (metrics.map2(rel_pol), [0.645833, 0.7]),
+        "nn": (metrics.nn(rel), [0.0, nan]),
+        "ft": (metrics.ft(rel), [1 / 3, nan]),
+        "st": (metrics.st(rel), [1.0, nan]),
+        "dcg": (metrics.dcg(rel), [0.576900, nan]),
+        "f1": (metrics.f1(rel, k=4), [4 / 7, nan]),
+        "f1 k=32": (metrics.f1(rel), [2 / 3, nan]),
+        "anmrr": (metrics.anmrr(rel), [(7 / 3) / 5.5, nan]),
+        "anmrr gtm=1": (metrics.anmrr(rel, gtm=1), [1.0, nan]),
+    }
+    assert metrics.dcg(rel)[0].item() == pytest.approx(
+        (1 / math.log2(3) + 1 / math.log2(4) + 1 / math.log2(6)) / (2 + 1 / math.log2(3)))
+    for name, (got, want) in expected.items():
+        assert got.dtype == torch.float64, name
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-6, err_msg=name)
+    # the library's entry point gives the same per-query values
+    per = per_query_metrics(d, [0, 7], gallery, f1_k=4)
+    for key, name in [("mAP8", "map8"), ("mAP2", "map2"), ("NN", "nn"), ("FT", "ft"), ("ST", "st"),
+                      ("DCG", "dcg"), ("F1", "f1"), ("ANMRR", "anmrr")]:
+        np.testing.assert_allclose(per[key].numpy(), expected[name][1], atol=1e-6, err_msg=key)
+    with pytest.raises(ValueError, match="cutoff"):
+        metrics.f1(rel, k=0)
+
+
+def test_ranked_relevance_leave_one_out_and_levels():
+    # three items on a line at 0, 1, 3 with labels 0 4 0; each queries the other two
+    d = pairwise_distances(torch.tensor([[0.0], [1.0], [3.0]]), torch.tensor([[0.0], [1.0], [3.0]]))
+    # item 0: 1 (d 1), 2 (d 3); item 1: 0 (d 1), 2 (d 2); item 2: 1 (d 2), 0 (d 3)
+    assert rank_order(d, exclude_self=True).tolist() == [[1, 2], [0, 2], [1, 0]]
+    rel = ranked_relevance(d, [0, 4, 0], [0, 4, 0], exclude_self=True)
+    assert rel.tolist() == [[0, 1], [0, 0], [0, 1]]
+    # polarity labels: 0 1 0 is the same ranking with polarity relevance
+    pol = ranked_relevance(d, [0, 1, 0], [0, 1, 0], level="polarity", exclude_self=True)
+    assert pol.tolist() == rel.tolist()
+    with pytest.raises(ValueError, match=r"polarity indices in 0\.\.1"):
+        ranked_relevance(d, [0, 4, 0], [0, 4, 0], level="polarity")
+    with pytest.raises(ValueError, match="exclude_self"):
+        rank_order(torch.rand(2, 3), exclude_self=True)
+    with pytest.raises(ValueError, match="NaN"):
+        rank_order(torch.tensor([[0.0, float("nan")]]))
+
+
+# ---------------------------------------------------------------- the fast path against the readable one
+
+
+def _tied_float32_distances(rng, n_q, n_g, square):
+    """Small integers (many exact ties), -0.0 beside +0.0, and +-inf."""
+    d = rng.integers(-2, 4, size=(n_q, n_g)).astype(np.float32)
+    if square:
+        d = (d + d.T) / 2
+    d[(d == 0) & (rng.random(d.shape) < 0.5)] = -0.0
+    d[d == 3] = np.inf
+    d[d == -2] = -np.inf
+    return torch.from_numpy(d)
+
+
+@pytest.mark.parametrize("n_classes", [3, 8, 20])
+@pytest.mark.parametrize("exclude_self", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_packed_sort_ranks_exactly_as_the_stable_sort(n_classes, exclude_self, seed):
+    rng = np.random.default_rng(seed)
+    n_q = int(rng.integers(5, 40))
+    n_g = n_q if exclude_self else int(rng.integers(2, 300))
+    d = _tied_float32_distances(rng, n_q, n_g, exclude_self)
+    g_lab = torch.from_numpy(rng.integers(0, n_classes, n_g))
+    q_lab = g_lab if exclude_self else torch.from_numpy(rng.integers(0, n_classes, n_q))
+    own = torch.arange(n_q) if exclude_self else None
+    assert metrics._fast_path_applies(d, g_lab)
+    fast = metrics._packed_ranked_labels(d, g_lab, own)
+    reference = metrics._ranked_labels(d, g_lab, own)
+    assert fast.shape == (n_q, n_g - int(exclude_self))
+    assert torch.equal(fast.long(), reference.long())  # the same ranking, ties included
+    # and the fused metrics equal the one-function-per-metric ones on it; "emotions" (mAP8 and mAP2
+    # from the polarity of emotion codes) needs the 8 emotions, the other class counts score same-label
+    emotions = n_classes == 8
+    gtm = int((torch.bincount(g_lab, minlength=n_classes)[q_lab] - int(exclude_self)).max())
+    f1_k = int(rng.integers(1, 40))
+    got = metrics._fast_metrics(fast, q_lab, gtm, f1_k, emotions)
+    want = metrics._readable_metrics(reference, q_lab, gtm, f1_k, emotions)
+    assert set(got) == set(want) == set(METRIC_NAMES if emotions else metrics.POLARITY_METRIC_NAMES)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12, equal_nan=True, msg=name)
+
+
+def test_ties_are_broken_identically_by_both_paths():
+    # all distances equal: both rankings are the gallery order itself (minus the query's own item)
+    labels = torch.tensor([5, 1, 1, 7, 0, 1])
+    d = torch.zeros(6, 6)
+    for own in (None, torch.arange(6)):
+        fast = metrics._packed_ranked_labels(d, labels, own).long()
+        reference = metrics._ranked_labels(d, labels, own)
+        assert torch.equal(fast, reference)
+    assert metrics._packed_ranked_labels(d, labels, None).tolist() == [labels.tolist()] * 6
+    assert metrics._ranked_labels(d, labels, torch.arange(6))[3].tolist() == [5, 1, 1, 0, 1]
+    # -0.0 ties with +0.0, and a tie between two infinities keeps gallery order too
+    d = torch.tensor([[0.0, -0.0, float("inf"), -1.0, float("inf")]])
+    lab = torch.tensor([0, 1, 2, 3, 4])
+    assert metrics._packed_ranked_labels(d, lab, None).tolist() == [[3, 0, 1, 2, 4]]
+    assert metrics._ranked_labels(d, lab, None).tolist() == [[3, 0, 1, 2, 4]]
+
+
+def test_packed_key_bit_width_limit():
+    # 32 of the key's 64 bits hold the distance; gallery index and label share the other 32
+    assert metrics._packed_bits(2**29, 7) == (29, 3)  # 8 emotions: galleries up to 2**29 items
+    assert metrics._packing_fits(2**29, 7) and not metrics._packing_fits(2**29 + 1, 7)
+    assert not metrics._packing_fits(2**29, 8)  # a 9th class needs a 4th label bit
+    assert metrics._packing_fits(2**31, 1)  # polarities: 1 label bit
+    assert metrics._packing_fits(1, 2**32 - 1) and not metrics._packing_fits(2, 2**32 - 1)
+    # labels too large to pack beside 5 gallery indices (3 bits): the fast path refuses, clearly
+    d = torch.tensor([[0.5, 0.1, 0.5, 0.3, 0.2]])
+    big = torch.tensor([2**30, 0, 2**30 - 1, 5, 2**30])
+    assert not metrics._fast_path_applies(d, big)
+    with pytest.raises(ValueError, match="cannot pack 5 gallery indices"):
+        metrics._packed_ranked_labels(d, big, None)
+    # ... and the reference ranking still serves them
+    assert metrics._ranked_labels(d, big, None).tolist() == [[0, 2**30, 5, 2**30, 2**30 - 1]]
+    # float64 distances always take the reference path (their order needs more than 32 bits)
+    assert not metrics._fast_path_applies(d.double(), torch.tensor([0, 1, 2, 3, 4]))
