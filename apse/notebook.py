@@ -17,13 +17,23 @@ files under `configs/` (one per mode), never in a notebook:
 Notebooks never test the mode by name: they ask ``settings.config()`` for the training
 configuration, ``settings.dataset()`` for the images, and ``settings.pick(cpu=, gpu=, smoke=)`` for
 the few sizes (steps, seeds, epochs) that a mode shrinks.
+
+The chapters that show attention maps (8, 11, 12) take a model trained in the fine-tuned regime
+from ``settings.trained_apse()``: trained once, on first use, and cached outside the repository
+(``$APSE_CACHE/models``, default ``~/.cache/apse/models``), so that later calls and notebooks load
+it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 import torch
 
@@ -40,6 +50,84 @@ SMOKE_OVERRIDES = {"epochs": 1, "batches_per_epoch": 1, "num_workers": 0, "batch
 #: least a leave-one-out query needs to find a relevant image); each training part of the 5 folds
 #: keeps 1 for validation too.
 SMOKE_IMAGES_PER_EMOTION = 14
+#: The fine-tuned configuration whose model the cpu mode shows the attention maps of (a probe, then
+#: end to end).
+FINETUNE_CPU_CONFIG = "fi-subset-finetune-cpu.yaml"
+#: End-to-end epochs of that model in the notebooks: shortened from the file's 5, to keep the first
+#: execution (which trains it once; later ones load it) to a few CPU-minutes.
+FINETUNE_NOTEBOOK_EPOCHS = 2
+_TRAINED_FORMAT = 1  # part of the cache key: bump when what trained_apse trains changes meaning
+
+
+def cache_root() -> Path:
+    """apse's cache folder, outside the repository: ``$APSE_CACHE``, else ``~/.cache/apse``."""
+    return Path(os.environ.get("APSE_CACHE", Path.home() / ".cache" / "apse")).expanduser()
+
+
+def trained_model_key(config, dataset) -> str:
+    """Cache key of a trained model: a hash of the configuration (every field but where the features
+    are cached) and of the images (:func:`apse.training.dataset_fingerprint`)."""
+    from apse.training import dataset_fingerprint
+
+    fields = {k: v for k, v in config.to_dict().items() if k != "feature_cache"}
+    blob = json.dumps({"v": _TRAINED_FORMAT, "config": fields,
+                       "data": dataset_fingerprint(dataset.samples)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_cached(config, dataset, *, cache: str | os.PathLike | None = None, progress: bool = False,
+                 log: Callable[[str], None] | None = print):
+    """``(model in eval mode, config)``: ``config`` trained on ``dataset``, once, then cached.
+
+    The model lives in ``<cache>/models/<key>/model.pt`` (``cache`` defaults to :func:`cache_root`,
+    ``key`` is :func:`trained_model_key`). When it is there it is loaded
+    (:func:`apse.training.load_model`); otherwise the run trains in a temporary folder next to it,
+    which is renamed into place only once ``model.pt`` and ``results.json`` are written, so a run
+    killed mid-training leaves no broken entry (at most a ``.tmp-*`` folder, ignored). ``progress``:
+    the Trainer's (one line per epoch outside a terminal); ``log``: one line saying which of the two
+    happened (None: silent). The random state of ``random``, numpy and torch is left as it was, so
+    that what a notebook draws next does not depend on whether the model was in the cache.
+    """
+    from apse.training import rng_states, set_rng_states
+
+    models = Path(cache) if cache is not None else cache_root() / "models"
+    key = trained_model_key(config, dataset)
+    states = rng_states()  # training reseeds, building draws: leave the caller's random state alone
+    try:
+        return _train_or_load(config, dataset, models, key, progress, log)
+    finally:
+        set_rng_states(states)
+
+
+def _train_or_load(config, dataset, models: Path, key: str, progress: bool, log):
+    from apse.training import CHECKPOINT_NAME, MODEL_NAME, load_model, portable_path, train
+
+    final = models / key
+    where = portable_path(final)
+    if not (final / MODEL_NAME).is_file():
+        models.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=models))
+        try:
+            t0 = time.time()
+            train(config, dataset, tmp, overwrite=True, progress=progress)
+            seconds = time.time() - t0
+            (tmp / CHECKPOINT_NAME).unlink(missing_ok=True)  # the resumable state: not needed here
+            if not (final / MODEL_NAME).is_file():  # else another process finished first: keep its
+                if final.exists():                  # an entry without a model: not one of ours
+                    shutil.rmtree(final, ignore_errors=True)
+                try:
+                    os.replace(tmp, final)
+                except OSError:
+                    if not (final / MODEL_NAME).is_file():
+                        raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if log:
+            log(f"trained once in {seconds / 60:.1f} min and cached: {where}")
+    elif log:
+        log(f"loaded from the cache: {where}")
+    return load_model(final / MODEL_NAME)
+
 
 T = TypeVar("T")
 
@@ -84,6 +172,43 @@ class NotebookSettings:
         if self.mode == "smoke":
             folder = folder.first_per_emotion(SMOKE_IMAGES_PER_EMOTION)
         return folder
+
+    def finetune_config(self):
+        """The configuration of :meth:`trained_apse`: APSE + GEP in the fine-tuned regime. cpu:
+        ``configs/fi-subset-finetune-cpu.yaml`` (the probe, then end-to-end fine-tuning of Lite0 on
+        the 80/5/15 split, seed 0) with its end-to-end epochs shortened to
+        :data:`FINETUNE_NOTEBOOK_EPOCHS`; gpu and smoke: :meth:`config` (already fine-tuned end to
+        end; smoke shrunk to one batch)."""
+        if self.mode != "cpu":
+            return self.config()
+        from apse.config import load_config
+
+        config = load_config(REPO_ROOT / "configs" / FINETUNE_CPU_CONFIG)
+        return config.replace(epochs=min(config.epochs, FINETUNE_NOTEBOOK_EPOCHS))
+
+    def trained_apse(self, data: str | os.PathLike | None = None, **kwargs):
+        """``(model, config)``: APSE + GEP trained in the fine-tuned regime on :meth:`dataset`
+        (:meth:`finetune_config`), for showing what trained attention heads look at. Trained on
+        first use and cached outside the repository (:func:`train_cached`, which takes ``kwargs``);
+        later calls and notebooks load it. The model is on ``self.device``, in eval mode. In the gpu
+        mode that first use trains the papers' whole schedule."""
+        model, config = train_cached(self.finetune_config(), self.dataset(data), **kwargs)
+        return model.to(self.device), config
+
+
+def attention_on(model, config, paths):
+    """``(images, output)``: the files ``paths`` through ``model`` as it is evaluated (the
+    evaluation transform of ``config``: resize, centre crop, the backbone's normalisation), on the
+    CPU, without gradients. ``output`` is the :class:`~apse.model.APSEOutput` (attention maps,
+    confidences)."""
+    from apse.data import build_transforms, load_rgb
+
+    model = model.cpu().eval()
+    tf = build_transforms(False, image_size=config.image_size, resize=config.resize,
+                          mean=tuple(model.backbone.mean), std=tuple(model.backbone.std))
+    images = torch.stack([tf(load_rgb(p)) for p in paths])
+    with torch.no_grad():
+        return images, model(images)
 
 
 def significant(x: float, digits: int = 2) -> float:
