@@ -50,21 +50,28 @@ def _labels(name: str) -> dict[str, str]:
     return {v.name: v.label for v in get_experiment(name).variants}
 
 
+#: Joins a mean and its spread: non-breaking spaces, so that a narrow table column never wraps a
+#: number away from its ± (the rendered book's tables are narrow).
+PM = "\u00a0±\u00a0"
+
+
 def _mean_std_text(values: Sequence[float], digits: int) -> str:
     s = pd.Series(list(values), dtype=float)
     if len(s) == 0:
         return "—"
     if len(s) == 1:
         return f"{s.iloc[0]:.{digits}f} (1 run)"
-    return f"{s.mean():.{digits}f} ± {s.std(ddof=1):.{digits}f}"
+    return f"{s.mean():.{digits}f}{PM}{s.std(ddof=1):.{digits}f}"
 
 
 def regime_table(name: str, regimes: Sequence[str] = ("frozen", "finetune"),
                  metrics: Sequence[str] = ("mAP8", "mAP2"), *, variants: Sequence[str] | None = None,
                  results_dir: str | os.PathLike = DEFAULT_RESULTS, digits: int = 3,
-                 runs: bool = True) -> pd.DataFrame:
+                 runs: bool = True, long: bool = False) -> pd.DataFrame:
     """One row per variant of experiment ``name`` (readable label), a column per (regime, metric):
-    mean ± sample std over its cached runs (held-out folds x seeds), and (``runs``) run counts."""
+    mean ± sample std over its cached runs (held-out folds x seeds), and (``runs``) run counts.
+    ``long``: one row per (variant, regime) instead and a column per metric, which fits a narrow
+    page; variants with no run in any of the regimes are left out."""
     labels = _labels(name)
     data = {(r, m): by_fold(name, r, m, results_dir=results_dir) for r in regimes for m in metrics}
     names = list(variants) if variants is not None else list(labels)
@@ -79,7 +86,18 @@ def regime_table(name: str, regimes: Sequence[str] = ("frozen", "finetune"),
         rows.append(row)
     df = pd.DataFrame(rows).set_index("variant")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
-    return df
+    if not long:
+        return df
+    out = []
+    for variant, row in df.iterrows():
+        for r in regimes:
+            label = REGIME_LABELS.get(r, r)
+            cells = {m: row[(label, m)] for m in metrics}
+            if all(v == "—" for v in cells.values()):
+                continue
+            out.append({"variant": variant, "regime": label, **cells,
+                        **({"runs": row[(label, "runs")]} if runs else {})})
+    return pd.DataFrame(out).set_index(["variant", "regime"])
 
 
 def paired_table(name: str, pairs: Sequence[tuple[tuple[str, str], tuple[str, str]]],
@@ -111,7 +129,7 @@ def paired_table(name: str, pairs: Sequence[tuple[tuple[str, str], tuple[str, st
                 d = d and {**d, "mean": -d["mean"]}
             else:
                 d = paired_difference(a, b)
-            row[f"{m}: a - b"] = "—" if d is None else f"{d['mean']:+.{digits}f} ± {d['se']:.{digits}f}"
+            row[f"{m}: a - b"] = "—" if d is None else f"{d['mean']:+.{digits}f}{PM}{d['se']:.{digits}f}"
             row[f"{m}: a wins"] = "—" if d is None else f"{d['wins']} / {d['n_folds']}"
         rows.append(row)
     return pd.DataFrame(rows).set_index(["a", "b"])

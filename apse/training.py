@@ -689,12 +689,13 @@ class Trainer:
             self.model.backbone.requires_grad_(epoch > cfg.warmup_epochs)
         lr = self.optimizer.param_groups[0]["lr"]
         result = self._run_batches(self.train_loader, self.optimizer, f"epoch {epoch}/{cfg.epochs}",
-                                   epoch, lr)
+                                   f"epoch {epoch}", lr)
         self.scheduler.step()
         return result
 
-    def _run_batches(self, loader, optimizer, desc: str, epoch: int, lr: float) -> dict[str, float]:
-        """Train ``self.step_module`` on every batch of ``loader`` with ``optimizer``; mean losses."""
+    def _run_batches(self, loader, optimizer, desc: str, where: str, lr: float) -> dict[str, float]:
+        """Train ``self.step_module`` on every batch of ``loader`` with ``optimizer``; mean losses.
+        ``desc`` labels the progress bar, ``where`` the errors ("epoch 3")."""
         cfg = self.config
         self.step_module.train()
         sums = torch.zeros(3, dtype=torch.float64)
@@ -713,7 +714,7 @@ class Trainer:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if finite.item() < 1:
                 raise TrainingDiverged(
-                    f"loss became {float(total.detach()):.4g} at {desc}, step {step} (lr {lr:g}); "
+                    f"loss became {float(total.detach()):.4g} at {where}, step {step} (lr {lr:g}); "
                     "lower lr, or check the data and config")
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
@@ -739,7 +740,7 @@ class Trainer:
         # catch it here rather than as NaN distances in validation.
         for name, p in self.step_module.named_parameters():
             if p.requires_grad and not bool(torch.isfinite(p.detach()).all()):
-                raise TrainingDiverged(f"parameter {name} became non-finite at {desc}, step {steps} "
+                raise TrainingDiverged(f"parameter {name} became non-finite at {where}, step {steps} "
                                        f"(lr {lr:g}); lower lr, or check the data and config")
         mean = (sums / max(steps, 1)).tolist()
         return {"loss": mean[0], "embedding_loss": mean[1], "attention_loss": mean[2], "lr": lr, "steps": steps}
@@ -773,7 +774,7 @@ class Trainer:
                 seed_everything(_derived_seed(cfg.seed, epoch, self.dist.rank, 2))
                 self.batch_sampler.set_epoch(100_000 + epoch)  # batches unlike the end-to-end epochs'
                 losses.append(self._run_batches(loader, optimizer, f"probe {epoch}/{cfg.probe_epochs}",
-                                                epoch, lr)["loss"])
+                                                f"probe epoch {epoch}", lr)["loss"])
         finally:
             for n, p in self.model.backbone.named_parameters():
                 p.requires_grad_(trainable[n])

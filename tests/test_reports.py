@@ -27,7 +27,7 @@ def test_regime_and_paired_tables_compute_from_the_records(tmp_path):
 
     table = regime_table("core", ("frozen", "finetune"), ("mAP8",), variants=["npair", "apse-gep"],
                          results_dir=tmp_path)
-    assert table.loc["N-pair loss (linear floor)", ("frozen, 224 px", "mAP8")] == "0.510 ± 0.010"
+    assert table.loc["N-pair loss (linear floor)", ("frozen, 224 px", "mAP8")] == "0.510\u00a0±\u00a00.010"
     assert table.loc["APSE + GEP (TMM)", ("fine-tuned, 160 px", "runs")] == 3
 
     pairs = [(("apse-gep", "finetune"), ("npair", "finetune")),
@@ -35,11 +35,16 @@ def test_regime_and_paired_tables_compute_from_the_records(tmp_path):
     paired = paired_table("core", pairs, ("mAP8", "ANMRR"), results_dir=tmp_path)
     first, second = paired.iloc[0], paired.iloc[1]
     # differences 0.12, 0.12, -0.03: mean 0.07, sample std 0.0866, se 0.05; 2 of 3 folds won
-    assert first["mAP8: a - b"] == "+0.070 ± 0.050" and first["mAP8: a wins"] == "2 / 3"
+    assert first["mAP8: a - b"] == "+0.070\u00a0±\u00a00.050" and first["mAP8: a wins"] == "2 / 3"
     # ANMRR = 1 - mAP8: lower is better, so APSE still wins the same folds with a negative difference
-    assert first["ANMRR: a - b"] == "-0.070 ± 0.050" and first["ANMRR: a wins"] == "2 / 3"
+    assert first["ANMRR: a - b"] == "-0.070\u00a0±\u00a00.050" and first["ANMRR: a wins"] == "2 / 3"
     # against its frozen self: 0.10, 0.10, -0.05 -> +0.050
-    assert second["mAP8: a - b"] == "+0.050 ± 0.050" and second["mAP8: a wins"] == "2 / 3"
+    assert second["mAP8: a - b"] == "+0.050\u00a0±\u00a00.050" and second["mAP8: a wins"] == "2 / 3"
+    long = regime_table("core", ("frozen", "finetune", "probe"), ("mAP8",), results_dir=tmp_path,
+                        long=True)
+    assert list(long.index) == [(v, r) for v in ("N-pair loss (linear floor)", "APSE + GEP (TMM)")
+                                for r in ("frozen, 224 px", "fine-tuned, 160 px")]   # no probe runs
+    assert long.loc[("APSE + GEP (TMM)", "frozen, 224 px"), "runs"] == 3
     # a pair with no runs in one regime reads "—"
     empty = paired_table("core", [(("npair", "probe"), ("npair", "frozen"))], ("mAP8",),
                          results_dir=tmp_path)
