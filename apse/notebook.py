@@ -228,6 +228,37 @@ def current_mode() -> str:
     return mode
 
 
+#: Longest line of a table's plain-text form (a notebook's fallback behind its HTML table).
+PLAIN_WIDTH = 100
+
+
+def wrap_lines(text: str, width: int = PLAIN_WIDTH) -> str:
+    """``text`` with every line longer than ``width`` cut into pieces of ``width`` characters (lines
+    that fit are left exactly as they are)."""
+    out = []
+    for line in text.split("\n"):
+        out += [line[i:i + width] for i in range(0, len(line), width)] if len(line) > width else [line]
+    return "\n".join(out)
+
+
+def _wrap_plain_tables(width: int = PLAIN_WIDTH) -> None:
+    """In IPython, give DataFrames and Series a plain-text form whose lines fit ``width``: the form
+    saved next to the HTML table in a notebook (what nbval compares with the HTML, and what a
+    terminal shows). Tables that already fit are unchanged. Outside IPython: nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
+    import pandas as pd
+
+    plain = ip.display_formatter.formatters["text/plain"]
+    for kind in (pd.DataFrame, pd.Series):
+        plain.for_type(kind, lambda obj, p, cycle: p.text(wrap_lines(repr(obj), width)))
+
+
 def setup(seed: int = 0, quiet: bool = False) -> NotebookSettings:
     """Seed, style plots, and return the settings of the current APSE_MODE."""
     import matplotlib
@@ -239,6 +270,7 @@ def setup(seed: int = 0, quiet: bool = False) -> NotebookSettings:
     device = "cuda" if mode != "cpu" and torch.cuda.is_available() else "cpu"
     settings = NotebookSettings(mode=mode, config_path=REPO_ROOT / "configs" / MODES[mode],
                                 device=device, seed=seed)
+    _wrap_plain_tables()
     if not quiet:
         import apse
 

@@ -81,3 +81,12 @@ def test_apsenet_takes_images_or_cached_maps_and_predict_gathers_outputs():
     torch.testing.assert_close(out["polarity_confidence"], from_images.polarity_confidence)
     assert out["emotion_map"].shape == from_images.emotion_map.shape
     assert "low_emotion_confidence" not in out                # None fields are left out
+
+
+def test_wrap_lines_cuts_only_the_long_lines():
+    from apse.notebook import wrap_lines
+
+    text = "short\n" + "x" * 230 + "\n\nend"
+    out = wrap_lines(text, 100).split("\n")
+    assert out == ["short", "x" * 100, "x" * 100, "x" * 30, "", "end"]
+    assert wrap_lines("a\nb", 100) == "a\nb"
