@@ -933,7 +933,10 @@ def write_summary(out_dir: Path, experiment: Experiment, rows: Sequence[dict], i
         best = {m: max(r["mean"][m] for r in floor_rows if m in r["mean"]) for m in ("mAP8", "mAP2")}
         beat = [r["label"] for r in rows if not r.get("floor") and r["mean"]
                 and all(r["mean"].get(m, -1) > best[m] for m in best)]
-        lines += ["", f"Floor: the best trained linear 512-d head on frozen GAP(conv5) features (rows marked "
+        # the floor's features are frozen, or those of the backbone fine-tuned with it (regime finetune)
+        pooled = ("GAP(conv5) features, fine-tuned with it" if "fine-tuned" in str(info.get("backbone", ""))
+                  else "frozen GAP(conv5) features")
+        lines += ["", f"Floor: the best trained linear 512-d head on {pooled} (rows marked "
                       f"'linear floor'): mAP8 {best['mAP8']:.4f}, mAP2 {best['mAP2']:.4f}. Rows above it on both "
                       f"(means; see the std before calling a difference real): "
                       + (", ".join(beat) if beat else "none") + "."]
