@@ -13,6 +13,9 @@ variant in two training regimes, one variant against another, fold by fold. Noth
   held-out images), per variant and regime.
 * :func:`validation_sweep` -- a hyper-parameter sweep's validation curves (one results folder per
   setting), the only numbers a choice of setting may use.
+* :func:`markdown_table` -- the table of a report the runner wrote as markdown (``lr.md``,
+  ``attention.md``), as a DataFrame, for a notebook to show (a stopgap until those reports are
+  DataFrames themselves).
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ import pandas as pd
 from apse.experiments import (DEFAULT_RESULTS, get_experiment, load_records, paired_difference,
                               LOWER_IS_BETTER)
 
-__all__ = ["REGIME_LABELS", "by_fold", "regime_table", "paired_table", "heads_table", "validation_sweep"]
+__all__ = ["REGIME_LABELS", "by_fold", "regime_table", "paired_table", "heads_table", "validation_sweep",
+           "markdown_table"]
 
 #: How a table names each training regime.
 REGIME_LABELS = {"frozen": "frozen, 224 px", "probe": "frozen, 160 px (the probe)",
@@ -179,3 +183,23 @@ def validation_sweep(folder: str | os.PathLike, *, metric_digits: int = 3) -> pd
         return pd.DataFrame(columns=["setting", "variant", "fold", "probe val", "val per epoch", "best val",
                                      "chosen epoch"]).set_index(["setting", "variant", "fold"])
     return pd.DataFrame(rows).set_index(["setting", "variant", "fold"]).sort_index()
+
+
+def markdown_table(source: str | os.PathLike) -> pd.DataFrame:
+    """The first pipe table of a markdown file (or text) as a DataFrame of strings, indexed by its
+    first column: the header row, the ``|---|`` separator, then the rows up to the first other line."""
+    is_text = isinstance(source, str) and ("\n" in source or source.lstrip().startswith("|"))
+    text = source if is_text else Path(source).read_text()
+    rows, started = [], False
+    for line in text.splitlines():
+        if line.startswith("|"):
+            started = True
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):  # the separator row
+                rows.append(cells)
+        elif started:
+            break
+    if not rows:
+        raise ValueError(f"no markdown table in {source if len(str(source)) < 200 else 'the text'}")
+    header, body = rows[0], rows[1:]
+    return pd.DataFrame(body, columns=header).set_index(header[0])

@@ -74,3 +74,18 @@ def test_heads_table_and_validation_sweep(tmp_path):
     assert len(table) == 2 and list(table["best val"]) == [0.412, 0.412]
     assert table.index[0] == ("lr0.1", "APSE + GEP (TMM)", 0) and table.iloc[0]["probe val"] == 0.33
     assert "test" not in " ".join(table.columns)           # held-out numbers are not part of a sweep
+
+
+def test_markdown_table_reads_the_first_pipe_table(tmp_path):
+    from apse.reports import markdown_table
+
+    text = ("# title\n\nsome line\n\n| loss | lr | mAP8 |\n|---|---|---|\n| softmax | 0.05 | 0.5487 |\n"
+            "| ep | 0.2 | 0.5 ± 0.1 |\n\n| other | table |\n|---|---|\n| x | y |\n")
+    path = tmp_path / "lr.md"
+    path.write_text(text)
+    df = markdown_table(path)
+    assert list(df.columns) == ["lr", "mAP8"] and list(df.index) == ["softmax", "ep"]
+    assert df.loc["ep", "mAP8"] == "0.5 ± 0.1"
+    assert markdown_table(text).equals(df)
+    with pytest.raises(ValueError, match="no markdown table"):
+        markdown_table("just text\nno table")
