@@ -37,17 +37,32 @@ REGIME_LABELS = {"frozen": "frozen, 224 px", "probe": "frozen, 160 px (the probe
                  "finetune": "fine-tuned, 160 px"}
 
 
+def _metrics_by_fold(name: str, regime: str, results_dir: str | os.PathLike,
+                     split: str = "test") -> dict[str, dict]:
+    """``{variant: {(fold, seed): metrics dict}}`` of the cached runs of ``name`` in ``regime``: the
+    records read once, for every metric a table needs."""
+    field = "test_metrics" if split == "test" else "val_metrics"
+    out: dict[str, dict] = {}
+    for r in load_records(name, results_dir, regime=regime):
+        out.setdefault(r["variant"], {})[(int(r["fold"]), int(r["seed"]))] = r.get(field) or {}
+    return out
+
+
+def _select(runs: dict[str, dict], metric: str) -> dict[str, dict]:
+    """One metric of :func:`_metrics_by_fold`'s runs, leaving out runs without it."""
+    out: dict[str, dict] = {}
+    for variant, by_key in runs.items():
+        for key, metrics in by_key.items():
+            if metrics.get(metric) is not None:
+                out.setdefault(variant, {})[key] = float(metrics[metric])
+    return out
+
+
 def by_fold(name: str, regime: str = "frozen", metric: str = "mAP8", *,
             results_dir: str | os.PathLike = DEFAULT_RESULTS, split: str = "test") -> dict[str, dict]:
     """``{variant: {(fold, seed): value}}`` of ``metric`` over the cached runs of experiment ``name``
     in ``regime`` (``split="val"``: the validation score at the chosen epoch instead)."""
-    field = "test_metrics" if split == "test" else "val_metrics"
-    out: dict[str, dict] = {}
-    for r in load_records(name, results_dir, regime=regime):
-        value = (r.get(field) or {}).get(metric)
-        if value is not None:
-            out.setdefault(r["variant"], {})[(int(r["fold"]), int(r["seed"]))] = float(value)
-    return out
+    return _select(_metrics_by_fold(name, regime, results_dir, split), metric)
 
 
 def _labels(name: str) -> dict[str, str]:
@@ -77,7 +92,8 @@ def regime_table(name: str, regimes: Sequence[str] = ("frozen", "finetune"),
     ``long``: one row per (variant, regime) instead and a column per metric, which fits a narrow
     page; variants with no run in any of the regimes are left out."""
     labels = _labels(name)
-    data = {(r, m): by_fold(name, r, m, results_dir=results_dir) for r in regimes for m in metrics}
+    loaded = {r: _metrics_by_fold(name, r, results_dir) for r in regimes}
+    data = {(r, m): _select(loaded[r], m) for r in regimes for m in metrics}
     names = list(variants) if variants is not None else list(labels)
     rows = []
     for v in names:
@@ -113,13 +129,12 @@ def paired_table(name: str, pairs: Sequence[tuple[tuple[str, str], tuple[str, st
     difference ± its standard error over folds and "folds won / folds" (for ANMRR, lower is better,
     so a win is a negative difference). Pairs with fewer than two common folds show "—"."""
     labels = {**(_labels(other) if other else {}), **_labels(name)}
-    cache: dict[tuple[str, str, str, str], dict] = {}
+    loaded: dict[tuple[str, str], dict] = {}  # (experiment, regime) -> its runs, read once
 
     def values(exp: str, variant: str, regime: str, metric: str) -> dict:
-        key = (exp, variant, regime, metric)
-        if key not in cache:
-            cache[key] = by_fold(exp, regime, metric, results_dir=results_dir).get(variant, {})
-        return cache[key]
+        if (exp, regime) not in loaded:
+            loaded[exp, regime] = _metrics_by_fold(exp, regime, results_dir)
+        return _select({variant: loaded[exp, regime].get(variant, {})}, metric).get(variant, {})
 
     rows = []
     for (va, ra), (vb, rb) in pairs:
