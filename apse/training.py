@@ -379,6 +379,15 @@ class _FeatureBatches:
             yield self.features.get_batch([self.indices[i] for i in batch])
 
 
+def _build_optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
+    """The config's optimiser over ``params`` (a list of tensors or of parameter groups) at ``lr``."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+
+
 class Trainer:
     """One training run; see the module docstring. Most users call :func:`train`.
 
@@ -475,12 +484,7 @@ class Trainer:
                   {"params": [p for p in params if id(p) in heads], "lr": cfg.attention_lr},
                   {"params": [p for p in params if id(p) in trunk], "lr": cfg.backbone_lr}]
         params = [g for g in params if g["params"]]
-        if cfg.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        elif cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else:
-            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = _build_optimizer(cfg, params, cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
         amp_fp16 = self.amp and not torch.cuda.is_bf16_supported()
         self.amp_dtype = torch.float16 if amp_fp16 else torch.bfloat16
@@ -762,10 +766,7 @@ class Trainer:
         backbone = {id(p) for p in self.model.backbone.parameters()}
         params = [p for p in self.step_module.parameters() if id(p) not in backbone and p.requires_grad]
         lr = cfg.probe_lr if cfg.probe_lr is not None else cfg.lr
-        if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        optimizer = _build_optimizer(cfg, params, lr)
         trainable = {n: p.requires_grad for n, p in self.model.backbone.named_parameters()}
         self.model.backbone.requires_grad_(False)
         losses = []
