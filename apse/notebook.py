@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +35,7 @@ from typing import Callable, TypeVar
 
 import torch
 
-from apse.training import seed_everything
+from apse.rng import seed_everything
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODES = {"cpu": "fi-subset-cpu.yaml", "gpu": "fi-resnet50.yaml", "smoke": "fi-resnet50.yaml"}
@@ -88,7 +86,7 @@ def train_cached(config, dataset, *, cache: str | os.PathLike | None = None, pro
     happened (None: silent). The random state of ``random``, numpy and torch is left as it was, so
     that what a notebook draws next does not depend on whether the model was in the cache.
     """
-    from apse.training import rng_states, set_rng_states
+    from apse.rng import rng_states, set_rng_states
 
     models = Path(cache) if cache is not None else cache_root() / "models"
     key = trained_model_key(config, dataset)
@@ -100,30 +98,21 @@ def train_cached(config, dataset, *, cache: str | os.PathLike | None = None, pro
 
 
 def _train_or_load(config, dataset, models: Path, key: str, progress: bool, log):
+    from apse.io import atomic_directory
     from apse.training import CHECKPOINT_NAME, MODEL_NAME, load_model, portable_path, train
 
     final = models / key
     where = portable_path(final)
     if not (final / MODEL_NAME).is_file():
-        models.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=models))
-        try:
-            t0 = time.time()
+        t0 = time.time()
+
+        def fill(tmp: Path) -> None:
             train(config, dataset, tmp, overwrite=True, progress=progress)
-            seconds = time.time() - t0
             (tmp / CHECKPOINT_NAME).unlink(missing_ok=True)  # the resumable state: not needed here
-            if not (final / MODEL_NAME).is_file():  # else another process finished first: keep its
-                if final.exists():                  # an entry without a model: not one of ours
-                    shutil.rmtree(final, ignore_errors=True)
-                try:
-                    os.replace(tmp, final)
-                except OSError:
-                    if not (final / MODEL_NAME).is_file():
-                        raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        atomic_directory(final, fill, done=MODEL_NAME)  # another process may finish first: keep its
         if log:
-            log(f"trained once in {seconds / 60:.1f} min and cached: {where}")
+            log(f"trained once in {(time.time() - t0) / 60:.1f} min and cached: {where}")
     elif log:
         log(f"loaded from the cache: {where}")
     return load_model(final / MODEL_NAME)

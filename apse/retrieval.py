@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from apse.emotions import EMOTIONS, POLARITIES, polarity_of
+from apse.io import atomic_save, read_apse_file
 
 __all__ = ["RetrievalIndex", "SearchResult"]
 
@@ -140,14 +141,11 @@ class RetrievalIndex:
             "checkpoint": self.checkpoint, "image_size": self.image_size, "resize": self.resize,
             "mean": list(self.mean), "std": list(self.std),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        atomic_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: torch.nn.Module | None = None) -> "RetrievalIndex":
         """Read an index written by :meth:`save` (with ``weights_only=True``)."""
-        from apse.training import read_apse_file
 
         data = read_apse_file(path, (_FORMAT,), "index file", "written by `apse index`")
         return cls(data["embeddings"], data["paths"], data["labels"], checkpoint=data.get("checkpoint"),

@@ -41,23 +41,23 @@ import json
 import math
 import os
 import platform
-import random
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from apse.config import ConfigError, TrainConfig
 from apse.emotions import polarity_labels
+from apse.io import atomic_save, atomic_write, atomic_write_text, json_safe, read_apse_file
 from apse.progress import progress_bar
+from apse.rng import derived_seed, rng_states, seed_everything, set_rng_states
 
 __all__ = ["Trainer", "train", "load_model", "build_model", "TrainingDiverged", "seed_everything",
            "resolve_device", "portable_path", "portable_config", "CHECKPOINT_NAME", "MODEL_NAME",
@@ -93,47 +93,6 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
-def seed_everything(seed: int) -> None:
-    """Seed ``random``, ``numpy`` and ``torch`` (all devices)."""
-    seed = int(seed) % (2**32)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _derived_seed(*parts: int) -> int:
-    # A stable mix of (seed, epoch, rank, ...) into 32 bits: consecutive seeds must not give
-    # overlapping streams, which a plain sum could.
-    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-def rng_states() -> dict[str, Any]:
-    """RNG states of python, numpy and torch (CPU and CUDA) as tensors and plain containers."""
-    version, state, gauss = random.getstate()
-    np_state = np.random.get_state()
-    out = {
-        "python": [version, list(state), gauss],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    """Restore what :func:`rng_states` returned."""
-    version, state, gauss = states["python"]
-    random.setstate((version, tuple(state), gauss))
-    name, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
     """The git commit of the checkout holding ``path`` (default: this package), ``+dirty`` if modified."""
     where = Path(path) if path else Path(__file__).resolve().parent
@@ -149,31 +108,6 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
         return None
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    # Write next to the target then rename: a run killed mid-write leaves the previous file intact.
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if torch.is_tensor(value):
-        return _json_safe(value.tolist())
-    return value
-
-
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -186,21 +120,6 @@ def build_model(config: TrainConfig, pretrained: Any = None) -> nn.Module:
     if pretrained is not None:
         kwargs["pretrained"] = pretrained
     return APSENet(**kwargs)
-
-
-def read_apse_file(path: str | os.PathLike, formats: tuple[str, ...], what: str, hint: str) -> dict:
-    """``torch.load(weights_only=True)`` of a file apse wrote, checked by its ``format`` tag; one-line
-    errors: FileNotFoundError ("{what} not found") or ValueError ("... is not an apse {what} (hint)")."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} is not an apse {what} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict) or data.get("format") not in formats:
-        raise ValueError(f"{path} is not an apse {what} ({hint})")
-    return data
 
 
 def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
@@ -611,9 +530,7 @@ class Trainer:
             features = extract_features(backbone, _with_transform(base, eval_tf), self.model.stages,
                                         batch_size=cfg.batch_size_eval, device=self.device, flips=cfg.feature_flips,
                                         num_workers=cfg.num_workers, progress=self.progress)
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            features.save(tmp)
-            os.replace(tmp, path)
+            atomic_write(path, features.save)
             self.feature_seconds = time.time() - t0
         else:
             self.feature_seconds = 0.0
@@ -684,8 +601,8 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One epoch (``epoch`` is 1-based); returns mean losses and the learning rate used."""
         cfg = self.config
-        seed_everything(_derived_seed(cfg.seed, epoch, self.dist.rank))
-        self.loader_generator.manual_seed(_derived_seed(cfg.seed, epoch, self.dist.rank, 1))
+        seed_everything(derived_seed(cfg.seed, epoch, self.dist.rank))
+        self.loader_generator.manual_seed(derived_seed(cfg.seed, epoch, self.dist.rank, 1))
         self.batch_sampler.set_epoch(epoch)
         if cfg.warmup_epochs:
             # warm-up: the new layers settle before gradients reach the pretrained ones (and the
@@ -772,7 +689,7 @@ class Trainer:
         losses = []
         try:
             for epoch in range(1, cfg.probe_epochs + 1):
-                seed_everything(_derived_seed(cfg.seed, epoch, self.dist.rank, 2))
+                seed_everything(derived_seed(cfg.seed, epoch, self.dist.rank, 2))
                 self.batch_sampler.set_epoch(100_000 + epoch)  # batches unlike the end-to-end epochs'
                 losses.append(self._run_batches(loader, optimizer, f"probe {epoch}/{cfg.probe_epochs}",
                                                 f"probe epoch {epoch}", lr)["loss"])
@@ -852,7 +769,7 @@ class Trainer:
             self.log(f"epoch {epoch}/{cfg.epochs}  loss {entry['loss']:.4f} (emb {entry['embedding_loss']:.4f}, "
                      f"att {entry['attention_loss']:.4f})  lr {entry['lr']:.2g}{vtxt}  {entry['seconds']:.1f}s")
             if self.dist.is_main and self.out_dir is not None:
-                _atomic_save(self._checkpoint_payload(epoch, self.elapsed_before + time.time() - self._t_init),
+                atomic_save(self._checkpoint_payload(epoch, self.elapsed_before + time.time() - self._t_init),
                              self.out_dir / CHECKPOINT_NAME)
         # train_time_s: this session's epochs; wall_time_s: every session, setup and extraction included
         return self._finish(time.time() - t_start, self.elapsed_before + time.time() - self._t_init)
@@ -907,11 +824,11 @@ class Trainer:
             self.log("test (" + results["test_protocol"] + f", epoch {self.best['epoch']}): " +
                      "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
         if self.dist.is_main and self.out_dir is not None:
-            _atomic_save({"format": _MODEL_FORMAT, "version": 1, "config": cfg.to_dict(), "model": self.best["model"],
+            atomic_save({"format": _MODEL_FORMAT, "version": 1, "config": cfg.to_dict(), "model": self.best["model"],
                           "epoch": self.best["epoch"], "val_metrics": self.best["metrics"], "test_metrics": test,
                           "weights_source": results["weights_source"], "apse_version": results["apse_version"]},
                          self.out_dir / MODEL_NAME)
-            _atomic_write_text(json.dumps(_json_safe(results), indent=2) + "\n", self.out_dir / RESULTS_NAME)
+            atomic_write_text(json.dumps(json_safe(results), indent=2) + "\n", self.out_dir / RESULTS_NAME)
         return results
 
     def _device_name(self) -> str:

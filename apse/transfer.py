@@ -63,6 +63,7 @@ import torch
 from torch import nn
 
 from apse.emotions import POLARITIES
+from apse.io import atomic_write, write_json
 
 __all__ = ["FI_VARIANTS", "FineTune", "fi_model_config", "fi_checkpoint", "dataset_features",
            "polarity_npair_loss", "fine_tune", "small_dataset_protocol", "linear_probe",
@@ -190,9 +191,7 @@ def dataset_features(dataset, model: nn.Module, config, *,
     feats = extract_features(backbone, clone, stages, batch_size=32, flips=flips, progress=progress)
     feats.meta["level"] = getattr(dataset, "level", "emotion")
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    feats.save(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, feats.save)
     log(f"[features] done in {time.time() - t0:.0f}s")
     return FeatureDataset.load(path)
 
@@ -285,7 +284,7 @@ def fine_tune(model: nn.Module, fi_config, features, labels, train_idx: Sequence
     """
     from apse.data import BalancedBatchSampler, FeatureDataset, stratified_split
     from apse.losses import attention_loss, build_loss
-    from apse.training import _derived_seed, seed_everything
+    from apse.rng import derived_seed, seed_everything
 
     s = settings
     y_all = _labels_tensor(labels)
@@ -338,7 +337,7 @@ def fine_tune(model: nn.Module, fi_config, features, labels, train_idx: Sequence
     best = {"epoch": 0, "score": validate(), "state": copy.deepcopy(net.state_dict())}
     val_curve, loss_curve = [round(best["score"], 4)], []
     for epoch in range(1, s.epochs + 1):
-        seed_everything(_derived_seed(s.seed, epoch))
+        seed_everything(derived_seed(s.seed, epoch))
         sampler.set_epoch(epoch)
         net.train()
         total, steps = 0.0, 0
@@ -526,7 +525,8 @@ ACCURACY_LABELS = {  # column names of the accuracy table (what each is: the boo
 
 
 def _untrained_head(config) -> nn.Module:
-    from apse.training import build_model, seed_everything
+    from apse.rng import seed_everything
+    from apse.training import build_model
 
     seed_everything(0)
     return build_model(config.replace(attention="none", fusion="single"), pretrained=False).eval()
@@ -621,7 +621,7 @@ def run_twitter1(*, subsets: Sequence[str] = ("5", "all"), folds: int = 5,
                     "cpu_time_s": round(time.process_time() - c0, 2),
                     "runner_version": RUNNER_VERSION,
                     "created": time.strftime("%Y-%m-%d %H:%M:%S")})
-                _write_json(path, record)
+                write_json(path, record)
                 records.append(record)
                 ran += 1
                 m = record["metrics"]
@@ -637,7 +637,7 @@ def run_twitter1(*, subsets: Sequence[str] = ("5", "all"), folds: int = 5,
                                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     meta["fi_models"] = {v: {"dir": p.parent.name, "config": _fi_summary(p)}
                          for v, p in checkpoints.items()}
-    _write_json(meta_path, meta)
+    write_json(meta_path, meta)
     log(f"[twitter1] {ran} run(s), {cached} cached; summary in {results_dir}")
     return records
 
@@ -687,13 +687,6 @@ def _run_row(row: Row, models, features, labels, train_idx, held, settings, fold
                         "results": [[rel_all[held[int(t)]], POLARITIES[int(labels[held[int(t)]])]]
                                     for t in top[j]]} for j in picks]
     return rec
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -793,7 +786,7 @@ def write_summary(results_dir: str | os.PathLike, records: Sequence[dict]) -> No
                                if e["row"] in FIGURE_ROWS else 99))
     note = ("top-5 leave-one-out retrievals of a few held-out queries (fold 0); paths are relative "
             "to the Twitter I folder")
-    _write_json(results_dir / "retrievals.json", {"note": note, "rows": figure})
+    write_json(results_dir / "retrievals.json", {"note": note, "rows": figure})
 
 
 def summary_table(results_dir: str | os.PathLike = DEFAULT_RESULTS, subset: str = "5", *,
@@ -978,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("mean over folds: " + "  ".join(f"{k} {m:.4f}±{sd:.4f}"
                                           for k, (m, sd) in result["summary"].items()))
     if args.json:
-        _write_json(Path(args.json), {"command": command, **result})
+        write_json(Path(args.json), {"command": command, **result})
     return 0
 
 
