@@ -149,7 +149,7 @@ def _cmd_evaluate(args) -> int:
     from apse.training import load_model
 
     from apse.emotions import POLARITIES
-    from apse.polarity_data import open_labelled
+    from apse.data.polarity import open_labelled
 
     for name in ("queries", "gallery"):
         if not Path(getattr(args, name)).exists():

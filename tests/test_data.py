@@ -1,4 +1,4 @@
-"""Tests of apse.data: loader, manifests, dataset lookup, splits, sampler, transforms, feature cache.
+"""Tests of apse.data (the package): loader, manifests, dataset lookup, splits, sampler, transforms, feature cache.
 
 Every image here is generated with PIL in a temporary folder; the real FI subset is only used by the
 test marked `fi_subset`, which skips when ../shared/data/fi-subset is absent.
@@ -18,12 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
-import apse.data as data
+import apse.data.locate
 from apse.data import (
     BalancedBatchSampler, CorruptImageError, DataWarning, EmotionImageFolder, FeatureDataset,
     build_transforms, extract_features, load_split, locate_dataset, save_split, stratified_kfold,
     stratified_split,
 )
+from apse.data.splits import _largest_remainder
 from apse.emotions import EMOTIONS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,6 +194,13 @@ def test_labels_follow_names_not_alphabetical_order(tmp_path):
 # manifests
 # --------------------------------------------------------------------------------------------------
 
+def assert_manifest_fails(csv: Path, text: str, error: type[Exception], match: str) -> None:
+    """Write `text` as the manifest `csv`; reading it must raise `error` with a message matching `match`."""
+    csv.write_text(text)
+    with pytest.raises(error, match=match):
+        EmotionImageFolder.from_manifest(csv)
+
+
 @pytest.mark.filterwarnings("ignore::apse.data.DataWarning")  # expected warnings are asserted inside
 def test_manifest_loading_and_errors(tmp_path):
     imgs = tmp_path / "images"
@@ -214,28 +222,20 @@ def test_manifest_loading_and_errors(tmp_path):
     assert ds2.samples == [(str(imgs / "img3.jpg"), 2)]
 
     bad = tmp_path / "bad.csv"
-    bad.write_text("file,emotion\nimages/img0.jpg,fear\n")
-    with pytest.raises(ValueError, match="missing column.*path"):
-        EmotionImageFolder.from_manifest(bad)
-    bad.write_text("path,emotion\nimages/img0.jpg,fear\nimages/img1.jpg,joy\n")
-    with pytest.raises(ValueError, match="line 3.*joy"):
-        EmotionImageFolder.from_manifest(bad)
-    bad.write_text("path,emotion\nimages/img0.jpg,9\n")
-    with pytest.raises(ValueError, match="line 2.*out of range"):
-        EmotionImageFolder.from_manifest(bad)
-    bad.write_text("path,emotion\nimages/img0.jpg,fear\nimages/img0.jpg,awe\n")
-    with pytest.raises(ValueError, match="line 3.*line 2"):
-        EmotionImageFolder.from_manifest(bad)
-    bad.write_text("path,emotion\nimages/img0.jpg,fear\nimages/nope.jpg,awe\n")
-    with pytest.raises(FileNotFoundError, match="line 3.*nope.jpg"):
-        EmotionImageFolder.from_manifest(bad)
+    assert_manifest_fails(bad, "file,emotion\nimages/img0.jpg,fear\n", ValueError, "missing column.*path")
+    assert_manifest_fails(bad, "path,emotion\nimages/img0.jpg,fear\nimages/img1.jpg,joy\n", ValueError,
+                          "line 3.*joy")
+    assert_manifest_fails(bad, "path,emotion\nimages/img0.jpg,9\n", ValueError, "line 2.*out of range")
+    assert_manifest_fails(bad, "path,emotion\nimages/img0.jpg,fear\nimages/img0.jpg,awe\n", ValueError,
+                          "line 3.*line 2")
+    assert_manifest_fails(bad, "path,emotion\nimages/img0.jpg,fear\nimages/nope.jpg,awe\n", FileNotFoundError,
+                          "line 3.*nope.jpg")
     with pytest.warns(DataWarning, match="skipped 1 file"):
-        ds3 = EmotionImageFolder.from_manifest(bad, on_error="skip")
+        ds3 = EmotionImageFolder.from_manifest(bad, on_error="skip")  # the manifest listing nope.jpg
     assert len(ds3) == 1
     write(imgs / "broken.jpg", b"not a jpeg at all")
-    bad.write_text("path,emotion\nimages/broken.jpg,fear\nimages/img0.jpg,fear\n")
-    with pytest.raises(CorruptImageError, match="broken.jpg.*line 2"):
-        EmotionImageFolder.from_manifest(bad)
+    assert_manifest_fails(bad, "path,emotion\nimages/broken.jpg,fear\nimages/img0.jpg,fear\n", CorruptImageError,
+                          "broken.jpg.*line 2")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def test_manifest_loading_and_errors(tmp_path):
 def test_locate_dataset_search_order(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     repo.mkdir()
-    monkeypatch.setattr(data, "_REPO_ROOT", repo)
+    monkeypatch.setattr(apse.data.locate, "_REPO_ROOT", repo)
     monkeypatch.delenv("APSE_DATA", raising=False)
 
     with pytest.raises(FileNotFoundError) as err:
@@ -297,9 +297,9 @@ def test_stratified_split_is_stratified_disjoint_covering_and_seeded():
     y = np.asarray(labels)
     for c, n in enumerate(sizes):
         got = [int((y[split[k]] == c).sum()) for k in ("train", "val", "test")]
-        assert got == data._largest_remainder(n, (0.8, 0.05, 0.15))
+        assert got == _largest_remainder(n, (0.8, 0.05, 0.15))
         assert all(abs(g - n * f) < 1 for g, f in zip(got, (0.8, 0.05, 0.15)))
-    assert data._largest_remainder(77, (0.8, 0.05, 0.15)) == [62, 4, 11]  # 61.6, 3.85, 11.55
+    assert _largest_remainder(77, (0.8, 0.05, 0.15)) == [62, 4, 11]  # 61.6, 3.85, 11.55
     assert stratified_split(labels, seed=0) == split
     assert stratified_split(labels, seed=1) != split
     two = stratified_split(torch.tensor(labels), (0.5, 0.5), seed=3, names=("a", "b"))

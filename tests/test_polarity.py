@@ -1,4 +1,4 @@
-"""Polarity-only data: the CSV / folder loader (apse.polarity_data), polarity-level metrics
+"""Polarity-only data: the CSV / folder loader (apse.data.polarity), polarity-level metrics
 (apse.metrics, level="polarity") against a naive loop and a hand-computed ranking, and
 `python -m apse evaluate --level polarity` on a positive/negative folder against a labels CSV."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from PIL import Image
 from apse.data import CorruptImageError
 from apse.emotions import EMOTIONS, polarity_of
 from apse.metrics import POLARITY_METRIC_NAMES, metric_names, per_query_metrics, retrieval_metrics
-from apse.polarity_data import (LabelledImages, load_twitter1, open_labelled, parse_polarity,
+from apse.data.polarity import (LabelledImages, load_twitter1, open_labelled, parse_polarity,
                                 twitter1_label)
 from conftest import make_dataset
 

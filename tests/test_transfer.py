@@ -15,7 +15,7 @@ from apse import transfer
 from apse.emotions import EMOTIONS, polarity_of
 from apse.losses import npair_loss
 from apse.metrics import METRIC_NAMES, POLARITY_METRIC_NAMES, evaluate_embeddings
-from apse.polarity_data import LabelledImages, open_labelled
+from apse.data.polarity import LabelledImages, open_labelled
 from conftest import make_dataset
 
 TINY = ("backbone: efficientnet_lite0\npretrained: false\nimage_size: 32\nresize: 36\n"

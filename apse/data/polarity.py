@@ -32,12 +32,14 @@ import copy
 import csv
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from torch.utils.data import Dataset
 
-from apse.data import CorruptImageError, _check_header, is_image_file, load_rgb
+from apse.data.images import (
+    CHECKS, CorruptImageError, ImageFileDataset, _check_decode, _check_header, is_image_file,
+)
+from apse.data.locate import usual_places
 from apse.emotions import EMOTIONS, NUM_EMOTIONS, POLARITIES, polarity_of
 
 __all__ = ["LEVELS", "LabelledImages", "open_labelled", "locate_twitter1", "load_twitter1",
@@ -80,7 +82,7 @@ def _parse_label(value: str, column: str) -> tuple[str, int]:
                      f"({', '.join(POLARITIES)}) or the emotions ({', '.join(EMOTIONS)})")
 
 
-class LabelledImages(Dataset):
+class LabelledImages(ImageFileDataset):
     """Images with polarity or emotion labels; build with :meth:`from_csv` or :meth:`from_folder`.
 
     Attributes: ``samples`` [(path, label)] sorted by label then path, ``targets`` [label],
@@ -121,21 +123,18 @@ class LabelledImages(Dataset):
         self._origin = dict(origin or {})
         if not self.samples:
             raise ValueError(f"no images in {self.source}")
-        if check not in ("header", "full", "none"):
+        if check not in CHECKS:
             raise ValueError(f"check must be 'header', 'full' or 'none', got {check!r}")
         if check != "none":
             self._check(full=check == "full")
 
     # -- construction ------------------------------------------------------------------------
     def _check(self, full: bool) -> None:
-        from apse.data import _check_decode
-
         fn = _check_decode if full else _check_header
         for path, _ in self.samples:
             reason = fn(path)
             if reason is not None:
-                where = f" ({self._origin[path]})" if path in self._origin else ""
-                raise CorruptImageError(f"{path}{where} cannot be decoded: {reason}")
+                raise CorruptImageError(f"{path}{self._listed_at(path)} cannot be decoded: {reason}")
 
     @classmethod
     def from_csv(cls, csv_path: str | os.PathLike, root: str | os.PathLike | None = None,
@@ -254,21 +253,6 @@ class LabelledImages(Dataset):
         samples, found_level = _to_level(samples, found_level, level, str(root))
         return cls(samples, found_level, root=root, transform=transform, source=root, check=check)
 
-    # -- the Dataset protocol ----------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        try:
-            image = load_rgb(path)
-        except CorruptImageError as exc:
-            where = f" ({self._origin[path]})" if path in self._origin else ""
-            raise CorruptImageError(f"{exc}{where}") from exc.__cause__
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, label
-
     # -- labels and subsets ------------------------------------------------------------------
     def labels_at(self, level: str) -> np.ndarray:
         """The labels at `level`: the polarities of an emotion dataset are derived (the hierarchy),
@@ -283,10 +267,6 @@ class LabelledImages(Dataset):
         raise ValueError(f"{self.source} has polarity labels only; it has no emotion labels "
                          "(polarity is never mapped to an emotion)")
 
-    def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=len(self.classes))
-        return {name: int(c) for name, c in zip(self.classes, counts)}
-
     def select(self, keep: Callable[[str, int, dict], bool]) -> "LabelledImages":
         """A copy with the images for which ``keep(path, label, extras)`` is true (order kept)."""
         chosen = [i for i, ((p, y), e) in enumerate(zip(self.samples, self.extras))
@@ -298,10 +278,6 @@ class LabelledImages(Dataset):
         clone.extras = [self.extras[i] for i in chosen]
         clone.targets = [y for _, y in clone.samples]
         return clone
-
-    def relative_paths(self) -> list[str]:
-        """Sample paths relative to :attr:`root`, with forward slashes."""
-        return [Path(os.path.relpath(p, self.root)).as_posix() for p, _ in self.samples]
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in self.class_counts().items())
@@ -356,14 +332,11 @@ def twitter1_label(subset: str | int, n_images: int) -> str:
 def locate_twitter1(path: str | os.PathLike | None = None) -> Path:
     """The Twitter I folder (holding labels.csv): `path`, else ``$APSE_DATA/twitter1``,
     ``<repo>/data/twitter1`` or ``<repo>/../shared/data/twitter1``; FileNotFoundError otherwise."""
-    from apse.data import _REPO_ROOT
-
     if path is not None:
         candidates = [Path(path).expanduser()]
     else:
         env = os.environ.get("APSE_DATA")
-        candidates = ([Path(env).expanduser() / "twitter1"] if env else []) + [
-            _REPO_ROOT / "data" / "twitter1", _REPO_ROOT.parent / "shared" / "data" / "twitter1"]
+        candidates = ([Path(env).expanduser() / "twitter1"] if env else []) + list(usual_places("twitter1"))
     for c in candidates:
         if (c / "labels.csv").is_file():
             return c

@@ -1,0 +1,39 @@
+"""Image transforms: the papers' preprocessing (square resize, 224 crop, flip, ToTensor, Normalize)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from apse.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+
+def build_transforms(
+    train: bool,
+    image_size: int = 224,
+    resize: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    flip: bool = True,
+):
+    """The paper's preprocessing (spec, "Training and evaluation protocol"): resize to
+    ``resize x resize`` (square, aspect ratio not kept), then a random ``image_size`` crop and a random
+    horizontal flip for training, or the centre crop for evaluation; ToTensor; Normalize(mean, std).
+
+    `resize` defaults to ``round(image_size * 256 / 224)`` (256 for 224). Pass the backbone's own
+    `mean`/`std` (EfficientNet-Lite0 expects [-1, 1]: mean = std = (0.5,) * 3).
+    """
+    # lazy: importing torchvision costs seconds, and only this function of apse.data needs it
+    from torchvision import transforms as T
+
+    image_size = int(image_size)
+    resize = int(round(image_size * 256 / 224)) if resize is None else int(resize)
+    if image_size < 1 or resize < image_size:
+        raise ValueError(f"need 1 <= image_size <= resize, got image_size={image_size}, resize={resize}")
+    steps = [T.Resize((resize, resize))]
+    if train:
+        steps.append(T.RandomCrop(image_size))
+        if flip:
+            steps.append(T.RandomHorizontalFlip())
+    else:
+        steps.append(T.CenterCrop(image_size))
+    steps += [T.ToTensor(), T.Normalize(tuple(mean), tuple(std))]
+    return T.Compose(steps)
