@@ -212,6 +212,28 @@ def test_twitter1_runner_on_a_generated_stand_in(env, tmp_path):
     assert len(fig.axes) == 2 * 6
 
 
+def test_the_committed_twitter1_runs_are_found_as_cached():
+    """Every record of results/twitter1/runs lies where run_twitter1 looks for it: the key it would
+    compute for that run (row, subset, fold, settings, FI model, features) names the file, so a
+    re-run loads the records instead of running them again."""
+    runs = sorted((transfer.DEFAULT_RESULTS / "runs").glob("*.json"))
+    if not runs:
+        pytest.skip("no results/twitter1/runs in this checkout")
+    config = transfer.fi_model_config("apse-gep")  # the features are the apse-gep model's
+    features = f"{config.backbone}-{config.image_size}px-flips"
+    rows = {r.name: r for r in transfer.ROWS}
+    for path in runs:
+        record = json.loads(path.read_text())
+        row = rows[record["row"]]
+        key = transfer.run_key(row, record["subset"], record["fold"], folds=record["folds"],
+                               split_seed=record["split_seed"], n_images=record["n_images"],
+                               settings=transfer.FineTune(), fi_model=record["fi_model"],
+                               features=features)
+        assert key == record["key"], path.name
+        assert path.name == transfer.run_file_name(row, record["subset"], record["fold"], key)
+    assert len(transfer.load_runs()) == len(runs)  # all current: runner version, settings
+
+
 def test_protocol_command_line(env, tmp_path, capsys):
     ckpt = transfer.fi_checkpoint("npair", fi_data=env["fi"], base=env["base"])
     folder = make_dataset(tmp_path / "pol", per_class=6, size=40, seed=7)
