@@ -33,10 +33,14 @@ Every metric is the mean over queries.
    :func:`nn`, :func:`ft`, :func:`st`, :func:`dcg`, :func:`f1`, :func:`anmrr` (``nn`` is not
    ``torch.nn``: call it as ``metrics.nn``). Each returns per-query values (NaN where the query has
    no relevant item); the metric is their mean. This is the reference path.
+   Each is registered in :data:`METRICS` (:func:`register_metric`: name, function, higher-is-better,
+   which relevance it reads), the one list of metric names the rest of apse reads; a new metric is
+   one registered function.
 3. :func:`per_query_metrics` / :func:`retrieval_metrics` validate the inputs and score the queries a
    chunk at a time. For float32 (and narrower) distances they take the fast path: one packed integer
-   sort (:func:`_packed_ranked_labels`, the same ranking as 1) and the metrics of 2 fused over one
-   cumulative sum of hits (:func:`_fast_metrics`, equal to 1e-12); both are tested against 1-2.
+   sort (:func:`_packed_ranked_labels`, the same ranking as 1) and the papers' eight metrics of 2 fused
+   over one cumulative sum of hits (:func:`_fast_metrics`, equal to 1e-12); both are tested against
+   1-2. Metrics registered beyond the eight are computed by their own functions on either path.
    float64 distances, and problems whose labels and gallery indices do not fit the packed key,
    take the reference path.
 
@@ -65,6 +69,8 @@ Choices the spec leaves to the implementation:
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -72,24 +78,79 @@ import torch
 from apse.emotions import NUM_EMOTIONS
 
 __all__ = [
-    "METRIC_NAMES", "POLARITY_METRIC_NAMES", "LEVELS", "metric_names", "LOWER_IS_BETTER",
+    "Metric", "METRICS", "register_metric", "metric_names", "higher_is_better",
+    "METRIC_NAMES", "POLARITY_METRIC_NAMES", "LEVELS", "LOWER_IS_BETTER",
     "pairwise_distances", "rank_order", "ranked_relevance",
     "average_precision", "map8", "map2", "nn", "ft", "st", "dcg", "f1", "anmrr",
     "per_query_metrics", "retrieval_metrics", "evaluate_embeddings",
 ]
 
-METRIC_NAMES: tuple[str, ...] = ("mAP8", "mAP2", "NN", "FT", "ST", "DCG", "F1", "ANMRR")
-LOWER_IS_BETTER: frozenset[str] = frozenset({"ANMRR"})
-#: The metrics at the polarity level (relevance = same polarity for all of them).
-POLARITY_METRIC_NAMES: tuple[str, ...] = tuple(m for m in METRIC_NAMES if m != "mAP8")
 LEVELS: tuple[str, ...] = ("emotion", "polarity")
+_RELEVANCE = ("label", "polarity")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A retrieval metric, as the registry :data:`METRICS` holds it.
+
+    ``per_query(rel, **options)`` maps the ranked relevance matrix (Q, G) bool of
+    :func:`ranked_relevance` to float64 per-query values (NaN where undefined); the metric is their
+    mean. ``relevance``: ``"label"`` (same emotion; same polarity at the polarity level) or
+    ``"polarity"`` (same polarity at both levels, as mAP2). ``needs_emotions``: only defined on
+    emotion labels (mAP8). ``options`` maps a keyword of ``per_query`` to the scoring option that
+    feeds it: ``"f1_k"`` (the F1 cutoff) or ``"gtm"`` (ANMRR's largest n over the whole query set).
+    """
+
+    name: str
+    per_query: Callable[..., torch.Tensor]
+    higher_is_better: bool = True
+    relevance: str = "label"
+    needs_emotions: bool = False
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+#: The metric registry, name -> :class:`Metric`, in report order: the papers' eight first. Every list
+#: of metric names in apse (config validation, experiment tables, the CLI) is read from here.
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, per_query: Callable[..., torch.Tensor] | None = None, *,
+                    higher_is_better: bool = True, relevance: str = "label", needs_emotions: bool = False,
+                    options: Mapping[str, str] | None = None):
+    """Add a metric to :data:`METRICS`; usable as ``@register_metric("P@10")`` or called directly.
+
+    The new metric is then computed by :func:`retrieval_metrics` (on the reference path, beside the
+    fused built-ins), can be selected on (``select_on``) and appears in experiment tables.
+    """
+    if relevance not in _RELEVANCE:
+        raise ValueError(f"relevance must be one of {_RELEVANCE}, got {relevance!r}")
+    unknown = set((options or {}).values()) - {"f1_k", "gtm"}
+    if unknown:
+        raise ValueError(f"unknown metric option(s) {sorted(unknown)}; metrics can take f1_k and gtm")
+
+    def add(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        if name in METRICS:
+            raise ValueError(f"a metric named {name!r} is registered already")
+        METRICS[name] = Metric(name, fn, higher_is_better, relevance, needs_emotions, dict(options or {}))
+        return fn
+
+    return add if per_query is None else add(per_query)
 
 
 def metric_names(level: str = "emotion") -> tuple[str, ...]:
-    """The metrics computed at `level`: :data:`METRIC_NAMES` or :data:`POLARITY_METRIC_NAMES`."""
+    """The registered metrics computed at ``level`` (``"polarity"`` drops those that need emotions)."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
-    return METRIC_NAMES if level == "emotion" else POLARITY_METRIC_NAMES
+    return tuple(n for n, m in METRICS.items() if level == "emotion" or not m.needs_emotions)
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger value of metric ``name`` is better (ANMRR: lower is better)."""
+    try:
+        return METRICS[name].higher_is_better
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; the metrics are: {', '.join(METRICS)}") from None
+
 
 # Roughly 60-80 bytes of temporaries per (query, gallery) cell while a chunk is scored (int64 sort
 # keys, a few float64 rows); 4M cells keep a chunk at about 300 MB whatever the gallery size.
@@ -384,6 +445,22 @@ def anmrr(rel: torch.Tensor, gtm: int | None = None) -> torch.Tensor:
     return _undefined_without_relevant(nmrr, n)
 
 
+# The papers' eight, in the order of their tables.
+register_metric("mAP8", map8, needs_emotions=True)
+register_metric("mAP2", map2, relevance="polarity")
+register_metric("NN", nn)
+register_metric("FT", ft)
+register_metric("ST", st)
+register_metric("DCG", dcg)
+register_metric("F1", f1, options={"k": "f1_k"})
+register_metric("ANMRR", anmrr, higher_is_better=False, options={"gtm": "gtm"})
+
+#: The papers' eight metrics, and the seven of them defined at the polarity level (no mAP8).
+METRIC_NAMES: tuple[str, ...] = metric_names("emotion")
+POLARITY_METRIC_NAMES: tuple[str, ...] = metric_names("polarity")
+LOWER_IS_BETTER: frozenset[str] = frozenset(n for n in METRIC_NAMES if not higher_is_better(n))
+
+
 # ---------------------------------------------------------------- all metrics, chunk by chunk
 
 
@@ -396,12 +473,17 @@ def _relevance_of_ranked(ranked, q_lab, emotions: bool):
     return rel, (ranked >= half) == (q_lab >= half).unsqueeze(1)
 
 
-def _readable_metrics(ranked, q_lab, gtm: int, f1_k: int, emotions: bool) -> dict[str, torch.Tensor]:
-    """Per-query metrics of one chunk of ranked labels, one function per metric (the reference)."""
+def _readable_metrics(ranked, q_lab, gtm: int, f1_k: int, emotions: bool,
+                      names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Per-query values of the registered metrics ``names`` (default: all at this level) for one chunk
+    of ranked labels, each by its own function over the relevance matrix (the reference path)."""
     rel, rel_pol = _relevance_of_ranked(ranked, q_lab, emotions)
-    out = {"mAP8": map8(rel)} if emotions else {}
-    out.update(mAP2=map2(rel_pol), NN=nn(rel), FT=ft(rel), ST=st(rel), DCG=dcg(rel), F1=f1(rel, f1_k),
-               ANMRR=anmrr(rel, gtm))
+    context = {"f1_k": f1_k, "gtm": gtm}
+    out = {}
+    for name in names if names is not None else metric_names("emotion" if emotions else "polarity"):
+        m = METRICS[name]
+        kwargs = {arg: context[option] for arg, option in m.options.items()}
+        out[name] = m.per_query(rel_pol if m.relevance == "polarity" else rel, **kwargs)
     return out
 
 
@@ -485,9 +567,13 @@ def per_query_metrics(distances, query_labels, gallery_labels, *, exclude_self: 
         _check_no_nan(dist[s:e])  # per chunk, to keep memory flat
         chunk, own = dist[s:e], None if self_cols is None else self_cols[s:e]
         if _fast_path_applies(chunk, g_lab):
-            values = _fast_metrics(_packed_ranked_labels(chunk, g_lab, own), q_lab[s:e], gtm, f1_k, emotions)
+            ranked = _packed_ranked_labels(chunk, g_lab, own)
+            values = _fast_metrics(ranked, q_lab[s:e], gtm, f1_k, emotions)
         else:
-            values = _readable_metrics(_ranked_labels(chunk, g_lab, own), q_lab[s:e], gtm, f1_k, emotions)
+            ranked, values = _ranked_labels(chunk, g_lab, own), {}
+        rest = tuple(n for n in names if n not in values)  # all, or those registered beyond the papers'
+        if rest:
+            values.update(_readable_metrics(ranked, q_lab[s:e], gtm, f1_k, emotions, rest))
         for name in names:
             parts[name].append(values[name])
     return {name: torch.cat(parts[name]) for name in names}

@@ -11,13 +11,10 @@ Switches (ICCV Table 2 / TMM Table II, TMM Table IV):
   "conv_k (e) + conv5 (e)" rows); its outputs go to ``low_emotion_confidence`` / ``low_emotion_map``.
 - ``attention="emotion"`` (SA): the emotion head on ``high_stage`` only; the low level (if used) is raw.
 - ``attention="none"``: raw backbone features everywhere.
-- ``fusion="clb"``: :class:`apse.pooling.CrossLevelBilinear` of the two (attended) levels.
-- ``fusion="concat"`` (MO without CLB): GAP of both levels, each l2-normalised, concatenated, linear to
-  ``embedding_dim``, l2.
-- ``fusion="concat_raw"`` (not in the papers; chapter 13's diagnosis): as ``concat`` without the
-  per-level l2 normalisation, each level weighted by its own scale.
-- ``fusion="single"`` (SO): GAP of the high level only, linear to ``embedding_dim``, l2. With
-  ``attention="hierarchical"`` the low head still runs (its confidences feed the losses).
+- ``fusion``: how the two levels become the embedding, a name of :data:`apse.fusion.FUSIONS`: ``"clb"``
+  (CLB), ``"concat"`` (MO without CLB), ``"concat_raw"`` (not in the papers) or ``"single"`` (SO: the
+  high level only; with ``attention="hierarchical"`` the low head still runs, its confidences feed the
+  losses).
 
 ``low_stage`` may be any of conv2..conv5, including ``high_stage`` itself (Table IV's "conv5 + conv5").
 The model never sees labels; the polarity label is derived from the emotion label by the losses' caller.
@@ -32,14 +29,15 @@ from torch import nn
 
 from apse.attention import AttentionHead
 from apse.backbones import STAGES, Backbone, build_backbone
-from apse.pooling import CrossLevelBilinear, global_average_pool, l2_normalise
+from apse.emotions import NUM_EMOTIONS, NUM_POLARITIES
+from apse.fusion import FUSIONS, build_fusion
 
-__all__ = ["APSEOutput", "APSENet", "ATTENTIONS", "FUSIONS", "LOW_ATTENTIONS"]
+__all__ = ["APSEOutput", "APSENet", "ATTENTIONS", "LOW_ATTENTIONS"]
 
+#: The attention switch: both heads (HA), the emotion head only (SA), or none.
 ATTENTIONS = ("hierarchical", "emotion", "none")
-FUSIONS = ("clb", "concat", "concat_raw", "single")
+#: What supervises the low head under HA: polarities (the papers) or emotions (TMM Table IV).
 LOW_ATTENTIONS = ("polarity", "emotion")
-NUM_POLARITIES, NUM_EMOTIONS = 2, 8
 
 
 @dataclass
@@ -104,7 +102,7 @@ class APSENet(nn.Module):
                  clb_reduce_low="auto", clb_reduce_high="auto", clb_reduction: str = "linear",
                  attention_temperature: float | str = "std", attention_mask_scale: str = "sum"):
         super().__init__()
-        for value, allowed, what in ((attention, ATTENTIONS, "attention"), (fusion, FUSIONS, "fusion"),
+        for value, allowed, what in ((attention, ATTENTIONS, "attention"), (fusion, tuple(FUSIONS), "fusion"),
                                      (low_attention, LOW_ATTENTIONS, "low_attention"),
                                      (low_stage, STAGES, "low_stage"), (high_stage, STAGES, "high_stage")):
             if value not in allowed:
@@ -117,7 +115,7 @@ class APSENet(nn.Module):
         self.attention, self.fusion, self.low_attention = attention, fusion, low_attention
         self.embedding_dim, self.attention_norm = embedding_dim, attention_norm
 
-        uses_low = fusion != "single" or attention == "hierarchical"
+        uses_low = FUSIONS[fusion].uses_low or attention == "hierarchical"
         self.stages = tuple(s for s in STAGES if s == high_stage or (uses_low and s == low_stage))
 
         if isinstance(backbone, str):
@@ -136,13 +134,8 @@ class APSENet(nn.Module):
         if attention in ("hierarchical", "emotion"):
             self.high_head = AttentionHead(c_high, NUM_EMOTIONS, **head)
 
-        if fusion == "clb":
-            self.fuse = CrossLevelBilinear(c_low, c_high, embedding_dim, reduce_low=clb_reduce_low,
-                                           reduce_high=clb_reduce_high, reduction=clb_reduction)
-        else:
-            in_dim = c_high + (c_low if fusion.startswith("concat") else 0)
-            # No bias: see apse.pooling (tiny attended features; scale removed by l2 anyway).
-            self.fuse = nn.Linear(in_dim, embedding_dim, bias=False)
+        self.fuse = build_fusion(fusion, c_low, c_high, embedding_dim, reduce_low=clb_reduce_low,
+                                 reduce_high=clb_reduce_high, reduction=clb_reduction)
         self._backbone_frozen = False
         self._bn_frozen = False
 
@@ -166,21 +159,7 @@ class APSENet(nn.Module):
             else:
                 out.low_emotion_confidence, out.low_emotion_map = res.confidences, res.attention_map
 
-        if self.fusion == "clb":
-            out.embedding = self.fuse(low, high)
-        elif self.fusion == "concat":
-            # Each level is l2-normalised before concatenation: an attended map (F * Z * U) is orders of
-            # magnitude smaller than a raw one (Lite0, SA: |GAP(raw conv3)| ~ 17 vs |GAP(attended conv5)|
-            # ~ 0.3), so a plain concatenation is the larger level alone.
-            pooled = torch.cat([l2_normalise(global_average_pool(low)), l2_normalise(global_average_pool(high))], dim=1)
-            out.embedding = l2_normalise(self.fuse(pooled))
-        elif self.fusion == "concat_raw":
-            # Not in the papers (chapter 13's diagnosis): the GAPs concatenated as they are, so that the
-            # larger level is not scaled down to the smaller's weight.
-            pooled = torch.cat([global_average_pool(low), global_average_pool(high)], dim=1)
-            out.embedding = l2_normalise(self.fuse(pooled))
-        else:
-            out.embedding = l2_normalise(self.fuse(global_average_pool(high)))
+        out.embedding = self.fuse(low, high)
         return out
 
     def forward(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> APSEOutput:

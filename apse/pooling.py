@@ -40,11 +40,14 @@ __all__ = [
     "signed_sqrt",
     "l2_normalise",
     "CrossLevelBilinear",
+    "REDUCTIONS",
     "DEFAULT_REDUCE_LOW",
     "DEFAULT_REDUCE_HIGH",
 ]
 
 #: Default upper bounds of the 1x1 channel reductions in front of CLB (low, high).
+#: The kinds of 1x1 channel reduction before CLB (module docstring).
+REDUCTIONS = ("linear", "bn_relu")
 DEFAULT_REDUCE_LOW = 128
 DEFAULT_REDUCE_HIGH = 256
 
@@ -109,8 +112,8 @@ class CrossLevelBilinear(nn.Module):
     def __init__(self, low_channels: int, high_channels: int, embedding_dim: int = 512, reduce_low="auto",
                  reduce_high="auto", reduction: str = "linear", eps: float = 1e-8):
         super().__init__()
-        if reduction not in ("linear", "bn_relu"):
-            raise ValueError(f"expected reduction 'linear' or 'bn_relu', got {reduction!r}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"expected reduction among {REDUCTIONS}, got {reduction!r}")
         self.eps = eps
         self.reduce_low = self._reducer(low_channels, _resolve_reduction(reduce_low, low_channels,
                                                                          DEFAULT_REDUCE_LOW), reduction)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from apse.emotions import NUM_EMOTIONS, NUM_POLARITIES, polarity_labels, polarity_of
+from apse.emotions import NUM_EMOTIONS, NUM_POLARITIES, polarity_of
+from apse.losses import APSEObjective
 
 
 def make_toy_data(n_per_class: int = 48, dim: int = 16, spread: float = 0.9, seed: int = 0):
@@ -128,12 +129,10 @@ def train_toy(loss_fn: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int =
     Deterministic for a given `seed` (initial weights and batches), so ``steps=k`` reproduces step k
     of a longer run.
     """
-    from apse.losses import attention_loss
-
     if attention is not None and not isinstance(attention, bool):
         raise ValueError(f"attention must be None, True or False, got {attention!r}")
     needs_conf = bool(getattr(loss_fn, "needs_confidences", False))
-    use_attention = needs_conf if attention is None else attention
+    objective = APSEObjective(loss_fn, needs_conf if attention is None else attention, lam)
 
     torch.manual_seed(seed)
     model = ToyNet(in_dim=X.shape[1])
@@ -144,13 +143,8 @@ def train_toy(loss_fn: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int =
     for _ in range(steps):
         idx = next(batches)
         emb, pc, ec = model(X[idx])
-        labels = y[idx]
-        confidences = (pc, ec) if needs_conf else ()
-        if use_attention:
-            l_att = attention_loss(pc, polarity_labels(labels)) + attention_loss(ec, labels)
-            loss = lam * loss_fn(emb, labels, *confidences) + (1 - lam) * l_att
-        else:
-            loss = loss_fn(emb, labels, *confidences)
+        confidences = (pc, ec) if needs_conf else (None, None)
+        loss, _, _ = objective(emb, y[idx], *confidences, attention_terms=[("polarity", pc), ("emotion", ec)])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from apse.config import ConfigError, TrainConfig
-from apse.emotions import polarity_labels
+from apse.losses import APSEObjective, build_loss, loss_entry
 from apse.io import atomic_save, atomic_write, atomic_write_text, json_safe, read_apse_file
 from apse.progress import progress_bar
 from apse.rng import derived_seed, rng_states, seed_everything, set_rng_states
@@ -182,35 +182,24 @@ def init_distributed(device_name: str = "auto") -> DistInfo:
 # the loss computation as one module (so DistributedDataParallel also syncs a loss's own weights)
 # ---------------------------------------------------------------------------------------------------
 class TrainStep(nn.Module):
-    """Model + embedding loss + attention loss: ``forward(inputs, labels) -> (total, L_emb, L_att)``.
+    """Model + objective: ``forward(inputs, labels) -> (total, L_emb, L_att)``.
 
-    ``inputs`` are images, or a dict stage -> feature map in cached-feature mode. The attention loss
-    is ICCV Eq. 2 summed over the model's heads (polarity labels for the low head, emotion labels for
-    the high one) and the total is ``lam L_emb + (1 - lam) L_att`` (ICCV Eq. 10) when it is used.
+    ``inputs`` are images, or a dict stage -> feature map in cached-feature mode. The objective is
+    :class:`apse.losses.APSEObjective` (``lam L_emb + (1 - lam) L_att``, ICCV Eq. 10, when the
+    attention loss is used). One module, so that DistributedDataParallel also syncs a loss's weights.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, use_attention_loss: bool, lam: float):
+    def __init__(self, model: nn.Module, objective: APSEObjective):
         super().__init__()
-        self.model, self.loss_fn = model, loss_fn
-        self.use_attention_loss, self.lam = use_attention_loss, float(lam)
+        self.model, self.objective = model, objective
 
     def forward(self, inputs, labels: torch.Tensor):
-        from apse.losses import apse_objective, attention_loss
-
         out = self.model(inputs)  # images, or a dict stage -> cached map: APSENet takes both
         # Losses in float32 even under autocast: logs/exps of similarities are precision-sensitive.
         f32 = lambda t: None if t is None else t.float()  # noqa: E731
-        l_emb = self.loss_fn(out.embedding.float(), labels, f32(out.polarity_confidence),
-                             f32(out.emotion_confidence))
-        if self.use_attention_loss:
-            terms = out.attention_terms()
-            l_att = sum(attention_loss(conf.float(), polarity_labels(labels) if level == "polarity" else labels)
-                        for level, conf in terms)
-            total = apse_objective(l_emb, l_att, self.lam)
-        else:
-            l_att = torch.zeros((), device=l_emb.device)
-            total = l_emb
-        return total, l_emb.detach(), l_att.detach()
+        return self.objective(out.embedding.float(), labels, f32(out.polarity_confidence),
+                              f32(out.emotion_confidence),
+                              [(level, conf.float()) for level, conf in out.attention_terms()])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -379,7 +368,7 @@ class Trainer:
         self._build_loss()
         self._build_data()
 
-        self.step_module = TrainStep(self.model, self.loss_fn, self.use_attention_loss, cfg.lam)
+        self.step_module = TrainStep(self.model, APSEObjective(self.loss_fn, self.use_attention_loss, cfg.lam))
         self.ddp_module: nn.Module = self.step_module
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -415,20 +404,16 @@ class Trainer:
         return self
 
     def _build_loss(self) -> None:
-        from apse.losses import build_loss
-
         cfg = self.config
-        name = cfg.embedding_loss_name()
-        kwargs = dict(cfg.loss_options)
-        if name == "gep":
-            kwargs.setdefault("beta", cfg.beta)
+        entry = loss_entry(cfg.loss)
+        kwargs = {**{key: getattr(cfg, key) for key in entry.config_keys}, **cfg.loss_options}
         try:
-            self.loss_fn = build_loss(name, embedding_dim=cfg.embedding_dim, **kwargs).to(self.device)
+            self.loss_fn = build_loss(entry.name, embedding_dim=cfg.embedding_dim, **kwargs).to(self.device)
         except TypeError as exc:
-            raise ConfigError(f"loss_options do not fit loss {name!r}: {exc}") from None
+            raise ConfigError(f"loss_options do not fit loss {entry.name!r}: {exc}") from None
         if getattr(self.loss_fn, "needs_confidences", False) and not self.has_heads:
             raise ConfigError(f"loss {cfg.loss!r} needs the attention confidences, but attention=none; "
-                              "use attention=hierarchical" + (" or a fixed beta (beta=0.5)" if name == "gep" else ""))
+                              "use attention=hierarchical" + (" or a fixed beta (beta=0.5)" if "beta" in entry.config_keys else ""))
 
     def _open_dataset(self):
         from apse.data import EmotionImageFolder, locate_dataset

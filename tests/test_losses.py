@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from apse import losses as L
+from apse.losses import baselines as LB
+from apse.losses import functional as LF
 from apse.emotions import polarity_labels
 
 SEEDS = [0, 1, 2]
@@ -174,7 +176,7 @@ def test_wep_with_unit_weights_is_ep(seed):
     sim = a @ p.T
     ones = torch.ones(8, 8, dtype=sim.dtype)
     # the internal formula with weights forced to ones ...
-    for forced, plain in zip(L._ep_terms(sim, polarity, ones), L._ep_terms(sim, polarity, None)):
+    for forced, plain in zip(LF._ep_terms(sim, polarity, ones), LF._ep_terms(sim, polarity, None)):
         assert torch.allclose(forced, plain, atol=1e-14)
     # ... and through the public API: zero confidences give v = exp(0) exp(0) = 1 everywhere
     zeros2, zeros8 = torch.zeros(8, 2, dtype=sim.dtype), torch.zeros(8, 8, dtype=sim.dtype)
@@ -429,7 +431,7 @@ def test_triplet_semi_hard_mining_on_a_1d_example():
     x = torch.tensor([[0.0], [0.3], [0.1], [0.4], [1.0]], dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 0, 1, 1, 2])
     dist = torch.cdist(x, x)
-    a, p, n = L._semi_hard_negatives(dist, y)
+    a, p, n = LB._semi_hard_negatives(dist, y)
     chosen = {(int(i), int(j)): int(k) for i, j, k in zip(a, p, n)}
     # anchor 0.0 / positive 0.3: 0.1 is closer than the positive, 0.4 is the closest farther one
     assert chosen == {(0, 1): 3, (1, 0): 4, (2, 3): 4, (3, 2): 0}
@@ -438,7 +440,7 @@ def test_triplet_semi_hard_mining_on_a_1d_example():
     assert math.isclose(float(value), 0.05, abs_tol=1e-9)
     # no negative farther than the positive: fall back to the hardest (closest) negative
     x2 = torch.tensor([[0.0], [1.0], [0.2], [0.5]], dtype=torch.float64)
-    a, p, n = L._semi_hard_negatives(torch.cdist(x2, x2), torch.tensor([0, 0, 1, 1]))
+    a, p, n = LB._semi_hard_negatives(torch.cdist(x2, x2), torch.tensor([0, 0, 1, 1]))
     assert {(int(i), int(j)): int(k) for i, j, k in zip(a, p, n)}[(0, 1)] == 2
 
 

