@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from apse.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_embeddings
 from apse.progress import progress_bar
 
-__all__ = ["embed_dataset", "predict", "attention_report", "evaluate_split", "leave_one_out", "evaluate_embeddings_split",
-           "run_folds", "summarise", "format_metrics", "METRIC_NAMES", "LOWER_IS_BETTER"]
+__all__ = ["embed_dataset", "predict", "attention_report", "evaluate_split", "leave_one_out",
+           "run_folds", "summarise", "format_metrics", "GatheredBatches", "METRIC_NAMES", "LOWER_IS_BETTER"]
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -156,21 +156,28 @@ def _batches(dataset: Dataset, batch_size: int, num_workers: int, device: torch.
         indices = sub if indices is None else [sub[i] for i in indices]
         base = base.dataset
     if hasattr(base, "get_batch") and not getattr(base, "training", False):
-        return _GatheredBatches(base, list(range(len(base))) if indices is None else indices, batch_size)
+        indices = list(range(len(base))) if indices is None else indices
+        chunks = [range(s, min(s + batch_size, len(indices))) for s in range(0, len(indices), batch_size)]
+        return GatheredBatches(base, indices, chunks)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=device.type == "cuda")
 
 
-class _GatheredBatches:
-    def __init__(self, base, indices: list[int], batch_size: int):
-        self.base, self.indices, self.batch_size = base, indices, batch_size
+class GatheredBatches:
+    """Batches of cached features gathered with ``features.get_batch`` (no per-item collation).
+
+    ``batches`` yields lists of positions into ``indices`` (``features``' own item indices): a batch
+    sampler (training: a fresh draw at each iteration) or consecutive chunks (evaluation, above)."""
+
+    def __init__(self, features, indices: Sequence[int], batches):
+        self.features, self.indices, self.batches = features, list(indices), batches
 
     def __len__(self) -> int:
-        return (len(self.indices) + self.batch_size - 1) // self.batch_size
+        return len(self.batches)
 
     def __iter__(self):
-        for s in range(0, len(self.indices), self.batch_size):
-            yield self.base.get_batch(self.indices[s:s + self.batch_size])
+        for batch in self.batches:
+            yield self.features.get_batch([self.indices[i] for i in batch])
 
 
 def _amp_dtype(device: torch.device) -> torch.dtype:
@@ -179,46 +186,37 @@ def _amp_dtype(device: torch.device) -> torch.dtype:
     return torch.float16
 
 
-def evaluate_embeddings_split(query_emb, query_labels, gallery_emb, gallery_labels, **kw) -> dict[str, float]:
-    """Metrics of queries against a separate gallery (thin alias of :func:`apse.metrics.evaluate_embeddings`)."""
-    return evaluate_embeddings(query_emb, query_labels, gallery_emb, gallery_labels, exclude_self=False, **kw)
-
-
-def evaluate_split(
-    model: torch.nn.Module,
-    train_set: Dataset,
-    test_set: Dataset,
-    *,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-    f1_k: int = 32,
-    progress: bool = True,
-    **embed_kw: Any,
-) -> dict[str, float]:
+def evaluate_split(model: torch.nn.Module, train_set: Dataset, test_set: Dataset, *, batch_size: int = 64,
+                   device: str | torch.device | None = None, f1_k: int = 32, progress: bool = True,
+                   **embed_kw: Any) -> dict[str, float]:
     """FI protocol: every image of ``test_set`` queries the images of ``train_set``.
 
     Returns the eight metrics of :func:`apse.metrics.retrieval_metrics` (python floats).
     """
-    gallery, gallery_labels = embed_dataset(model, train_set, batch_size, device, progress=progress,
-                                            desc="embed gallery", **embed_kw)
-    queries, query_labels = embed_dataset(model, test_set, batch_size, device, progress=progress,
-                                          desc="embed queries", **embed_kw)
-    return evaluate_embeddings(queries, query_labels, gallery, gallery_labels, exclude_self=False, f1_k=f1_k)
+    return _protocol(model, test_set, train_set, batch_size, device, f1_k, progress, embed_kw)
 
 
-def leave_one_out(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    *,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-    f1_k: int = 32,
-    progress: bool = True,
-    **embed_kw: Any,
-) -> dict[str, float]:
+def leave_one_out(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 64,
+                  device: str | torch.device | None = None, f1_k: int = 32, progress: bool = True,
+                  **embed_kw: Any) -> dict[str, float]:
     """Small-dataset protocol: every image of ``dataset`` queries all the others (itself excluded)."""
-    emb, labels = embed_dataset(model, dataset, batch_size, device, progress=progress, **embed_kw)
-    return evaluate_embeddings(emb, labels, None, None, f1_k=f1_k)
+    return _protocol(model, dataset, None, batch_size, device, f1_k, progress, embed_kw)
+
+
+def _protocol(model: torch.nn.Module, queries: Dataset, gallery: Dataset | None, batch_size: int,
+              device: str | torch.device | None, f1_k: int, progress: bool,
+              embed_kw: dict[str, Any]) -> dict[str, float]:
+    """Both protocols: embed the gallery (when there is one) and the queries, then
+    :func:`apse.metrics.evaluate_embeddings`; without a gallery every query searches the others."""
+    if gallery is None:
+        emb, labels = embed_dataset(model, queries, batch_size, device, progress=progress, **embed_kw)
+        return evaluate_embeddings(emb, labels, None, None, f1_k=f1_k)
+    gallery_emb, gallery_labels = embed_dataset(model, gallery, batch_size, device, progress=progress,
+                                                desc="embed gallery", **embed_kw)
+    query_emb, query_labels = embed_dataset(model, queries, batch_size, device, progress=progress,
+                                            desc="embed queries", **embed_kw)
+    return evaluate_embeddings(query_emb, query_labels, gallery_emb, gallery_labels, exclude_self=False,
+                               f1_k=f1_k)
 
 
 def summarise(results: Sequence[dict[str, float]]) -> dict[str, tuple[float, float]]:
