@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from apse.emotions import polarity_labels
 from apse.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_embeddings
 from apse.progress import progress_bar
 
@@ -136,8 +137,6 @@ def attention_report(model: torch.nn.Module, dataset: Dataset, batch_size: int =
     polarity), ``emotion_accuracy``, ``emotion_top_confidence`` (the high head); None where the model
     has no such head. WEP weights and GEP's adaptive beta are computed from these confidences.
     """
-    from apse.emotions import polarity_labels
-
     outputs, y = predict(model, dataset, batch_size)
     report: dict[str, float | None] = {}
     for name, truth in (("polarity", polarity_labels(y)), ("emotion", y)):
