@@ -1,8 +1,8 @@
-"""apse.reports: the DataFrames chapter 13 shows, from run records written by the runner (stub runs)."""
+"""apse.experiments.reports: the DataFrames chapter 13 shows, from run records written by the runner (stub runs)."""
 import pytest
 
 import apse.experiments as ex
-from apse.reports import by_fold, paired_table, regime_table
+from apse.experiments.reports import by_fold, paired_table, regime_table
 
 
 def _fake_runs(tmp_path, regime, value):
@@ -52,7 +52,7 @@ def test_regime_and_paired_tables_compute_from_the_records(tmp_path):
 
 
 def test_heads_table_and_validation_sweep(tmp_path):
-    from apse.reports import heads_table, validation_sweep
+    from apse.experiments.reports import heads_table, validation_sweep
 
     def execute(spec, ctx):
         conf = 0.5 + 0.1 * spec.fold
@@ -77,7 +77,7 @@ def test_heads_table_and_validation_sweep(tmp_path):
 
 
 def test_markdown_table_reads_the_first_pipe_table(tmp_path):
-    from apse.reports import markdown_table
+    from apse.experiments.reports import markdown_table
 
     text = ("# title\n\nsome line\n\n| loss | lr | mAP8 |\n|---|---|---|\n| softmax | 0.05 | 0.5487 |\n"
             "| ep | 0.2 | 0.5 ± 0.1 |\n\n| other | table |\n|---|---|\n| x | y |\n")

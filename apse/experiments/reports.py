@@ -1,9 +1,14 @@
-"""Tables of cached experiment runs as pandas DataFrames (for chapter 13 and the README).
+"""Tables of cached experiment runs as pandas DataFrames, for chapter 13 and the README; nothing here trains.
 
-The runner (:mod:`apse.experiments`) trains and caches runs and writes each experiment's markdown
-summary; this module reads the same run records back and answers the comparisons a reader asks: one
-variant in two training regimes, one variant against another, fold by fold. Nothing here trains.
+The runner (:mod:`apse.experiments.runner`) trains and caches runs and writes each experiment's
+summary; this module reads the same run records back and answers what a reader asks of them.
 
+* :func:`load_summary` -- an experiment's summary rebuilt from its run records (what summary.md and
+  summary.csv say): :attr:`Summary.frame` (the rows as a DataFrame), :attr:`Summary.settings`,
+  :attr:`Summary.notes`; :func:`summary_frame` for the frame alone.
+* :func:`paper_comparison` -- a summary frame's rows beside the paper's, one line each.
+* :func:`agreement` / :func:`agreement_table` -- how many pairs of variants are ordered as in the
+  paper (:func:`apse.experiments.ordering_report`), over the distinct runs.
 * :func:`by_fold` -- ``{variant: {(fold, seed): value}}`` of one metric, from the records.
 * :func:`regime_table` -- mean ± std per variant and regime, side by side, with readable labels.
 * :func:`paired_table` -- paired differences (mean, standard error over folds, folds won) of chosen
@@ -13,24 +18,153 @@ variant in two training regimes, one variant against another, fold by fold. Noth
   held-out images), per variant and regime.
 * :func:`validation_sweep` -- a hyper-parameter sweep's validation curves (one results folder per
   setting), the only numbers a choice of setting may use.
-* :func:`markdown_table` -- the table of a report the runner wrote as markdown (``lr.md``,
-  ``attention.md``), as a DataFrame, for a notebook to show (a stopgap until those reports are
-  DataFrames themselves).
+* :func:`markdown_table` -- the first table of a markdown file as a DataFrame.
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
-from apse.experiments import (DEFAULT_RESULTS, get_experiment, load_records, paired_difference,
-                              LOWER_IS_BETTER)
+from apse.config import load_config
+from apse.experiments.regimes import (DEFAULT_BASE, DEFAULT_RESULTS, regime_dir, regime_overrides,
+                                      split_regime_dir)
+from apse.experiments.runner import expand, load_records
+from apse.experiments.stats import ordering_report, paired_difference
+from apse.experiments.summary import (OURS_LABEL, floor_line, note_lines, settings_lines, summarise_experiment,
+                                      summary_table, table_info)
+from apse.experiments.tables import K_FOLDS, Experiment, get_experiment
+from apse.io import read_json
+from apse.metrics import LOWER_IS_BETTER
+from apse.paper_results import PAPER_LABEL
 
-__all__ = ["REGIME_LABELS", "by_fold", "regime_table", "paired_table", "heads_table", "validation_sweep",
-           "markdown_table"]
+__all__ = ["Summary", "load_summary", "summary_frame", "paper_comparison", "agreement", "agreement_table",
+           "last_command", "REGIME_LABELS", "by_fold", "regime_table", "paired_table", "heads_table",
+           "validation_sweep", "markdown_table"]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """An experiment's summary in one regime, rebuilt from its cached run records: the rows of
+    :func:`~apse.experiments.summarise_experiment`, the settings (``info``) and the records."""
+
+    experiment: Experiment
+    regime: str
+    rows: list
+    info: dict
+    records: list
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame with the columns of summary.csv (full precision)."""
+        return summary_table(self.experiment, self.rows, self.info)
+
+    @property
+    def settings(self) -> list[str]:
+        """summary.md's lines on how the runs were made (dataset, backbone, folds, ..., command)."""
+        return settings_lines(self.info)
+
+    @property
+    def notes(self) -> list[str]:
+        """summary.md's lines below the table: the Floor line, then the notes on rows."""
+        floor = floor_line(self.rows, self.info)
+        return ([floor] if floor else []) + note_lines(self.rows)
+
+    def distinct_rows(self) -> list[dict]:
+        """The rows, less those whose runs repeat an earlier row's (the run cache shares identical
+        runs, e.g. "AT + N-pair, SO (= N-pair, SO)"), so that no run is counted twice."""
+        keys: dict[str, set] = {}
+        for r in self.records:
+            keys.setdefault(r["variant"], set()).add(r["key"])
+        out, seen = [], set()
+        for row in self.rows:
+            runs = frozenset(keys.get(row["variant"], ()))
+            if runs not in seen:
+                seen.add(runs)
+                out.append(row)
+        return out
+
+
+def load_summary(name: str, regime: str | None = None, *, results_dir: str | os.PathLike = DEFAULT_RESULTS,
+                 base: str | os.PathLike = DEFAULT_BASE) -> Summary:
+    """The summary of experiment ``name`` in ``regime`` from its cached runs, as the runner wrote it
+    after its last invocation: the variants, folds and seeds that have runs (an invocation with
+    ``--only`` lists just those), the times and commands of its ``meta.json``. ``regime`` None: ``name``
+    is a results folder (``"core-finetune"``: experiment core, regime finetune)."""
+    if regime is None:
+        name, regime = split_regime_dir(name)
+    results_dir = Path(results_dir)
+    records = load_records(name, results_dir, regime=regime, base=base)
+    present = {r["variant"] for r in records}
+    experiment = get_experiment(name)
+    experiment = dataclasses.replace(experiment, variants=tuple(v for v in experiment.variants if v.name in present))
+    seeds = sorted({int(r["seed"]) for r in records}) or [0]
+    folds = max((int(r["fold"]) for r in records), default=0) + 1
+    ran = {(r["variant"], int(r["fold"]), int(r["seed"])) for r in records}
+    specs = [s for s in expand(experiment, load_config(base), folds=folds, seeds=seeds,
+                               overrides={"device": "cpu", **regime_overrides(regime)})
+             if (s.variant.name, s.fold, s.seed) in ran] if records else []
+    meta = read_json(results_dir / regime_dir(name, regime) / "meta.json") or {}
+    info = table_info(experiment, specs, seeds, folds, K_FOLDS, meta, records)
+    return Summary(experiment, regime, summarise_experiment(experiment, records), info, records)
+
+
+def summary_frame(name: str, regime: str | None = None, *,
+                  results_dir: str | os.PathLike = DEFAULT_RESULTS) -> pd.DataFrame:
+    """:attr:`Summary.frame` of :func:`load_summary`: one line per variant, the columns of summary.csv."""
+    return load_summary(name, regime, results_dir=results_dir).frame
+
+
+def paper_comparison(frame: pd.DataFrame, metrics: Sequence[str] = ("mAP8", "mAP2", "NN", "FT", "ST", "DCG",
+                                                                     "ANMRR"), digits: int = 3) -> pd.DataFrame:
+    """Per variant of a summary frame, one line "ours (FI subset), n runs" (mean ± std over the runs)
+    and, where it has a paper row, one line "paper (FI, ResNet-50)"; indexed by (variant, source)."""
+    lines = []
+    for _, r in frame.iterrows():
+        lines.append({"variant": r["label"], "source": f"{OURS_LABEL}, {int(r['n_runs'])} runs",
+                      **{m: (f"{r[f'{m}_mean']:.{digits}f} ± {r[f'{m}_std']:.{digits}f}"
+                             if pd.notna(r.get(f"{m}_mean")) else "—") for m in metrics}})
+        if pd.notna(r.get("paper_method")) and str(r.get("paper_method")):
+            lines.append({"variant": "", "source": PAPER_LABEL,
+                          **{m: f"{r[f'paper_{m}']:.{digits}f}" if pd.notna(r.get(f"paper_{m}")) else "—"
+                             for m in metrics}})
+    return pd.DataFrame(lines).set_index(["variant", "source"])
+
+
+def agreement(name: str | Summary, metric: str = "mAP8", *,
+              results_dir: str | os.PathLike = DEFAULT_RESULTS) -> dict[str, Any]:
+    """How our ordering of an experiment's distinct runs (``name``: a results folder, or a loaded
+    summary) on ``metric`` agrees with the paper's: the pairs of variants ordered as in the paper,
+    those reversed, and those reversed by more than the two rows' stds added."""
+    summary = name if isinstance(name, Summary) else load_summary(name, results_dir=results_dir)
+    rep = ordering_report(summary.distinct_rows(), metric)
+    return {"experiment": name if isinstance(name, str) else regime_dir(summary.experiment.name, summary.regime),
+            "metric": metric, "variants": rep["n"], "pairs ordered as in the paper": rep["agree"],
+            "pairs reversed": len(rep["swapped"]), "reversed beyond ± std": len(rep["swapped_beyond_std"])}
+
+
+def agreement_table(names: Sequence[str], metrics: Sequence[str] = ("mAP8", "mAP2"), *, min_variants: int = 3,
+                    results_dir: str | os.PathLike = DEFAULT_RESULTS) -> pd.DataFrame:
+    """:func:`agreement` of each results folder in ``names`` on each metric, one row each, leaving out
+    those with fewer than ``min_variants`` variants beside a paper row (no ordering to compare)."""
+    rows = []
+    for name in names:
+        summary = load_summary(name, results_dir=results_dir)
+        rows += [{**agreement(summary, m), "experiment": name} for m in metrics]
+    return pd.DataFrame([r for r in rows if r["variants"] >= min_variants])
+
+
+def last_command(folder: str, results_dir: str | os.PathLike = DEFAULT_RESULTS) -> str | None:
+    """The command of the last invocation that ran the experiment in ``results/<folder>`` (its meta.json)."""
+    meta = read_json(Path(results_dir) / folder / "meta.json") or {}
+    commands = [inv.get("command") for inv in meta.get("invocations", []) if inv.get("command")]
+    return commands[-1] if commands else None
+
 
 #: How a table names each training regime.
 REGIME_LABELS = {"frozen": "frozen, 224 px", "probe": "frozen, 160 px (the probe)",
@@ -202,7 +336,9 @@ def validation_sweep(folder: str | os.PathLike, *, metric_digits: int = 3) -> pd
 
 def markdown_table(source: str | os.PathLike) -> pd.DataFrame:
     """The first pipe table of a markdown file (or text) as a DataFrame of strings, indexed by its
-    first column: the header row, the ``|---|`` separator, then the rows up to the first other line."""
+    first column: the header row, the ``|---|`` separator, then the rows up to the first other line.
+    (The runner's own reports are DataFrames at the source: :func:`apse.experiments.attention_table`,
+    :func:`apse.experiments.lr_table`; this reads any other.)"""
     is_text = isinstance(source, str) and ("\n" in source or source.lstrip().startswith("|"))
     text = source if is_text else Path(source).read_text()
     rows, started = [], False

@@ -1,0 +1,303 @@
+"""Running an experiment: run keys, the run cache, one run's record, and the loop over an experiment.
+
+Each run (variant x fold x seed) is cached as ``results/<experiment>/runs/<variant>-f<fold>-s<seed>-<key>.json``,
+where ``key`` (:func:`run_key`) hashes the run's full :class:`~apse.config.TrainConfig` (fold and seed
+included) plus the settings of this runner that change a result (:data:`RUNNER_VERSION`). A re-run
+skips the runs already on disk (also when another experiment produced the identical run); ``force``
+re-runs them. The keys of the cached files must never change: tests check them against results/.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from apse.config import load_config
+from apse.data import EmotionImageFolder, locate_dataset
+from apse.evaluation import attention_report
+from apse.experiments.extras import EXTRAS
+from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, REPO_ROOT, regime_dir, regime_overrides
+from apse.experiments.summary import summarise_experiment, table_info, write_summary
+from apse.experiments.tables import K_FOLDS, Experiment, Variant, get_experiment
+from apse.io import read_json, write_json
+from apse.training import Trainer, _portable_source, portable_config
+
+__all__ = ["RUNNER_VERSION", "RunSpec", "run_key", "expand", "execute_run", "run_experiment", "load_records",
+           "portable_config"]
+
+#: Bump when a change of this runner (protocol, what a run computes) invalidates cached runs.
+RUNNER_VERSION = 1
+# Config fields that cannot change a run's numbers (where files go, worker counts): left out of the key.
+_NOT_IN_KEY = ("device", "num_workers", "feature_cache", "batch_size_eval")
+
+
+@dataclass
+@dataclass
+class RunSpec:
+    """One run of an experiment: a variant on one held-out fold with one seed, its config and key."""
+
+    experiment: str
+    variant: Variant
+    fold: int
+    seed: int
+    config: Any          # TrainConfig
+    key: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.variant.name}-f{self.fold}-s{self.seed}-{self.key}.json"
+
+
+# Config fields added after runs were cached, with the value that reproduces those runs: left out of
+# the key at that value, so the cached runs stay valid (a run that sets another value is keyed by it).
+_ADDED_FIELDS = {"attention_mask_scale": "sum", "attention_lr": None, "backbone_lr": None, "freeze_bn": False,
+                 "warmup_epochs": 0, "probe_epochs": 0, "probe_lr": None}
+
+
+def run_key(config: dict, fold: int, seed: int, untrained: bool = False, extra: dict | None = None) -> str:
+    """12 hex digits of a hash of everything that decides a run's numbers."""
+    payload = {"config": {k: v for k, v in sorted(config.items())
+                          if k not in _NOT_IN_KEY and not (k in _ADDED_FIELDS and v == _ADDED_FIELDS[k])},
+               "fold": int(fold), "seed": int(seed), "untrained": bool(untrained),
+               "runner_version": RUNNER_VERSION, **(extra or {})}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def expand(experiment: Experiment, base, *, folds: int | None = None, seeds: Sequence[int] = (0,),
+           k: int = K_FOLDS, overrides: dict | None = None, extra_key: dict | None = None) -> list[RunSpec]:
+    """Every run of ``experiment``: variants x held-out folds 0..folds-1 (of a k-fold partition) x seeds.
+
+    ``base`` is a TrainConfig; ``overrides`` apply to every run after the experiment's and variant's own.
+    """
+    folds = experiment.folds if folds is None else int(folds)
+    if not 1 <= folds <= k:
+        raise ValueError(f"folds must be between 1 and k={k}, got {folds}")
+    specs = []
+    for variant in experiment.variants:
+        changes = {**experiment.overrides, **variant.overrides, **(overrides or {}),
+                   "folds": k, "fold": 0, "seed": int(seeds[0]), "protocol": "split"}
+        template = base.replace(**changes)  # validated once per variant (validation is not cheap)
+        for fold in range(folds):
+            for seed in seeds:
+                # fold in 0..k-1 and an int seed are valid by construction: set them on a copy
+                cfg = copy.copy(template)
+                cfg.fold, cfg.seed = fold, int(seed)
+                key = run_key(cfg.to_dict(), fold, seed, variant.untrained, extra_key)
+                specs.append(RunSpec(experiment.name, variant, fold, int(seed), cfg, key))
+    return specs
+
+
+class _Context:
+    """What every run of an invocation shares: the dataset object (scanned once), found from
+    ``data`` (a folder or None, see :func:`apse.data.locate_dataset`) or given already opened."""
+
+    def __init__(self, data: str | None, dataset=None):
+        self._data_arg = data
+        self._dataset = dataset
+
+    @property
+    def dataset(self):
+        if self._dataset is None:
+            self._dataset = EmotionImageFolder(locate_dataset(self._data_arg))
+        return self._dataset
+
+
+def _round(metrics: dict | None, digits: int = 6) -> dict | None:
+    if metrics is None:
+        return None
+    return {k: (round(float(v), digits) if isinstance(v, (int, float)) and v is not None else v)
+            for k, v in metrics.items()}
+
+
+def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
+    """Train (or, for the floor, only build) one run and return its small JSON record."""
+    t0, c0 = time.time(), time.process_time()
+    cfg = spec.config
+    trainer = Trainer(cfg, ctx.dataset, None, progress=False)
+    try:
+        if spec.variant.untrained:
+            trainer.setup()
+            test = trainer.test()
+            val = trainer.validate()
+            results = {"test_metrics": test, "val_metrics": val, "chosen_epoch": 0, "history": [],
+                       "data": {"split": {k: len(v) for k, v in trainer.split.items()}},
+                       "train_time_s": 0.0, "feature_extraction_s": getattr(trainer, "feature_seconds", None),
+                       "weights_source": _portable_source(
+                           str(getattr(trainer.model.backbone, "weights_source", "")))}
+        else:
+            results = trainer.fit()
+        attention = None
+        if trainer.model.attention != "none":
+            attention = {part: _round(attention_report(trainer.model, ds))
+                         for part, ds in (("val", trainer.val_set), ("test", trainer.test_set)) if len(ds)}
+    finally:
+        trainer.close()
+    select = cfg.select_on
+    history = results.get("history") or []
+    probe = results.get("probe")
+    return {
+        "test_metrics": _round(results["test_metrics"]),
+        "val_metrics": _round(results.get("val_metrics")),
+        "chosen_epoch": results.get("chosen_epoch"),
+        "attention_heads": attention,
+        "val_curve": [None if not h.get("val") else round(float(h["val"][select]), 4) for h in history],
+        "loss_curve": [round(float(h["loss"]), 4) for h in history],
+        # the probe stage (fine-tuning regime): the new layers' validation score before the backbone moved
+        "probe_val": (round(float(probe["val"][select]), 4) if probe and probe.get("val") else None),
+        "probe_s": round(float(probe["seconds"]), 2) if probe else None,
+        "split": results.get("data", {}).get("split"),
+        "train_time_s": round(float(results.get("train_time_s") or 0.0), 2),
+        "feature_extraction_s": results.get("feature_extraction_s"),
+        "weights_source": results.get("weights_source"),
+        "wall_time_s": round(time.time() - t0, 2),
+        "cpu_time_s": round(time.process_time() - c0, 2),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# caching and the experiment loop
+# ----------------------------------------------------------------------------------------------------
+def _find_cached(results_dir: Path, spec: RunSpec) -> Path | None:
+    own = results_dir / spec.experiment / "runs" / spec.filename
+    if own.is_file():
+        return own
+    # the same run may have been done by another experiment (e.g. APSE + GEP in every table)
+    for path in sorted(results_dir.glob(f"*/runs/*-f{spec.fold}-s{spec.seed}-{spec.key}.json")):
+        return path
+    return None
+
+
+def _code_hash() -> str:
+    """12 hex digits of a hash of the code a run's numbers come from (recorded, not part of the key):
+    each module's file, or a package's files in name order."""
+    h = hashlib.sha256()
+    for name in ("losses", "model", "attention", "pooling", "training", "evaluation", "metrics", "data",
+                 "config", "backbones", "experiments"):
+        p = REPO_ROOT / "apse" / f"{name}.py"
+        for path in [p] if p.is_file() else sorted((REPO_ROOT / "apse" / name).glob("*.py")):
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] = (0,), force: bool = False,
+                   results_dir: str | os.PathLike = DEFAULT_RESULTS, base: str | os.PathLike = DEFAULT_BASE,
+                   data: str | None = None, overrides: dict | None = None, k: int = K_FOLDS,
+                   execute: Callable[[RunSpec, Any], dict] | None = None, log: Callable[[str], None] = print,
+                   command: str | None = None, regime: str = "frozen",
+                   only: Sequence[str] | None = None,
+                   only_folds: Sequence[int] | None = None) -> dict[str, Any]:
+    """Run (or load from cache) every run of experiment ``name``, then write its summary files.
+
+    ``only`` / ``only_folds``: just these variants / held-out folds (e.g. to share one experiment's
+    runs between two processes); the summary then lists just those runs.
+
+    Returns ``{"experiment", "runs": [records], "summary": rows, "ran": n, "cached": n, "wall_time_s"}``.
+    ``execute`` defaults to :func:`execute_run` (tests pass a stub).
+    """
+    t_start, c_start = time.time(), time.process_time()
+    experiment = get_experiment(name)
+    results_dir = Path(results_dir)
+    base_cfg = load_config(base)
+    run_overrides = {"device": "cpu", **regime_overrides(regime), **(overrides or {})}
+    if only:
+        unknown = sorted(set(only) - {v.name for v in experiment.variants})
+        if unknown:
+            raise ValueError(f"{name} has no variant {unknown[0]!r}; its variants are: "
+                             f"{', '.join(v.name for v in experiment.variants)}")
+        experiment = dataclasses.replace(experiment, variants=tuple(v for v in experiment.variants
+                                                                    if v.name in only))
+    specs = expand(experiment, base_cfg, folds=folds, seeds=seeds, k=k, overrides=run_overrides)
+    if only_folds is not None:
+        if not set(only_folds) <= set(range(k)):
+            raise ValueError(f"only_folds must lie in 0..{k - 1}, got {sorted(only_folds)}")
+        specs = [s for s in specs if s.fold in set(only_folds)]
+    execute = execute or execute_run
+    ctx = _Context(data)
+    records, ran, cached = [], 0, 0
+    out_dir = results_dir / regime_dir(name, regime)
+    for i, spec in enumerate(specs, 1):
+        path = out_dir / "runs" / spec.filename
+        found = None if force else _find_cached(results_dir, spec)
+        record = read_json(found) if found else None
+        if record is not None and record.get("key") == spec.key and record.get("test_metrics"):
+            if found != path:  # produced by another experiment: keep a copy here, say where it came from
+                record = {**record, "experiment": name, "variant": spec.variant.name,
+                          "reused_from": str(found.relative_to(results_dir))}
+                write_json(path, record)
+            cached += 1
+            records.append(record)
+            continue
+        log(f"[{name} {i}/{len(specs)}] {spec.variant.name} fold {spec.fold} seed {spec.seed} ...")
+        t0 = time.time()
+        result = execute(spec, ctx)
+        record = {"experiment": name, "variant": spec.variant.name, "label": spec.variant.label,
+                  "fold": spec.fold, "seed": spec.seed, "key": spec.key, "untrained": spec.variant.untrained,
+                  "config": portable_config(spec.config.to_dict()), **result,
+                  "code_hash": _code_hash(), "runner_version": RUNNER_VERSION,
+                  "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+        record.setdefault("wall_time_s", round(time.time() - t0, 2))
+        write_json(path, record)
+        ran += 1
+        records.append(record)
+        tm = record.get("test_metrics") or {}
+        log(f"    mAP8 {tm.get('mAP8', float('nan')):.4f}  mAP2 {tm.get('mAP2', float('nan')):.4f}  "
+            f"epoch {record.get('chosen_epoch')}  {record['wall_time_s']:.1f}s")
+    wall = time.time() - t_start
+    meta_path = out_dir / "meta.json"
+    meta = read_json(meta_path) or {"invocations": []}
+    meta["invocations"].append({"command": command, "ran": ran, "cached": cached, "wall_time_s": round(wall, 1),
+                                "cpu_time_s": round(time.process_time() - c_start, 1),
+                                "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(),
+                                "threads": _threads()})
+    write_json(meta_path, meta)
+    rows = summarise_experiment(experiment, records)
+    info = table_info(experiment, specs, seeds, folds if folds is not None else experiment.folds, k, meta, records)
+    write_summary(out_dir, experiment, rows, info)
+    extra = EXTRAS.get(name)
+    if extra is not None:
+        extra(out_dir, experiment, rows, info)
+    log(f"[{name}] {ran} run(s) trained, {cached} from cache, {wall:.0f}s; summary in {out_dir}")
+    return {"experiment": name, "runs": records, "summary": rows, "ran": ran, "cached": cached, "wall_time_s": wall}
+
+
+def load_records(name: str, results_dir: str | os.PathLike = DEFAULT_RESULTS, *, folds: int | None = None,
+                 seeds: Sequence[int] | None = None, base: str | os.PathLike = DEFAULT_BASE,
+                 regime: str = "frozen") -> list[dict]:
+    """The cached run records of experiment ``name`` (in ``regime``) for the current definitions (files
+    of other keys, e.g. from an older configuration, are ignored). ``seeds`` default: those in its
+    summary.csv."""
+    results_dir = Path(results_dir)
+    folder = regime_dir(name, regime)
+    if seeds is None:
+        seeds = [0]
+        summary = results_dir / folder / "summary.csv"
+        if summary.is_file():
+            with open(summary) as fh:
+                found = {int(x) for row in csv.DictReader(fh) for x in (row.get("seeds") or "").split()}
+            seeds = sorted(found) or [0]
+    specs = expand(get_experiment(name), load_config(base), folds=folds, seeds=seeds,
+                   overrides={"device": "cpu", **regime_overrides(regime)})
+    records = []
+    for spec in specs:
+        record = read_json(results_dir / folder / "runs" / spec.filename)
+        if record is not None and record.get("key") == spec.key:
+            records.append(record)
+    return records
+
+
+def _threads() -> int | None:
+    try:
+        return torch.get_num_threads()
+    except Exception:  # pragma: no cover
+        return None
