@@ -3,7 +3,6 @@ definitions (frozen, finetune and probe regimes, via ``expand``), so a change of
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
