@@ -37,8 +37,8 @@ Frozen or fine-tuned backbone:
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
+import inspect
 import os
 import types
 import typing
@@ -46,21 +46,18 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
-ATTENTIONS = ("hierarchical", "emotion", "none")
-FUSIONS = ("clb", "concat", "concat_raw", "single")
-ATTENTION_NORMS = ("minmax", "softmax", "l1", "none")
-ATTENTION_MASK_SCALES = ("sum", "mean")
-LOW_ATTENTIONS = ("polarity", "emotion")
-CLB_REDUCTIONS = ("linear", "bn_relu")
-STAGES = ("conv2", "conv3", "conv4", "conv5")
-#: Loss names accepted by :func:`apse.losses.build_loss`, plus ``"apse"`` (= GEP + attention loss).
-LOSSES = ("apse", "gep", "wep", "ep", "npair", "triplet", "contrastive", "softmax", "center", "binomial",
-          "arcface", "sphereface", "fastap", "softtriple", "yang")
-#: Losses of the APSE family: the attention loss is on by default for them (``attention_loss=None``).
-APSE_FAMILY = ("apse", "gep", "wep", "ep")
+from apse.attention import MASK_SCALES, NORMS
+from apse.backbones import STAGES, backbone_names
+from apse.fusion import FUSIONS
+from apse.losses import ALIASES, LOSSES, loss_entry
+from apse.metrics import metric_names
+from apse.model import ATTENTIONS, LOW_ATTENTIONS, APSENet
+from apse.pooling import REDUCTIONS
+
+#: Optimisers :func:`apse.training.build_optimizer` builds.
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: Test protocols: test queries against the training gallery, or leave-one-out among the test images.
 PROTOCOLS = ("auto", "split", "loo")
-METRICS = ("mAP8", "mAP2", "NN", "FT", "ST", "DCG", "F1", "ANMRR")
 
 
 class ConfigError(ValueError):
@@ -72,7 +69,7 @@ class TrainConfig:
     """Every setting of a training run (see the module docstring for the loss switches)."""
 
     # --- model (apse.model.APSENet) ---
-    backbone: str = "resnet50"                 # a name of apse.backbones.BACKBONES
+    backbone: str = "resnet50"                 # a registered backbone (apse.backbones.register_backbone)
     pretrained: Union[bool, str] = True        # True = ImageNet weights, False = random, or a weights file
     low_stage: str = "conv3"                   # low level of the hierarchy (spec: conv3 = layer2)
     high_stage: str = "conv5"                  # high level (spec: conv5 = layer4)
@@ -88,7 +85,7 @@ class TrainConfig:
     clb_reduction: str = "linear"              # "linear" | "bn_relu" (see apse.pooling)
 
     # --- loss ---
-    loss: str = "apse"                         # see LOSSES; "apse" = GEP + attention loss
+    loss: str = "apse"                         # a registered loss (apse.losses); "apse" = GEP + attention loss
     lam: float = 0.5                           # L = lam * L_emb + (1 - lam) * L_att
     attention_loss: Optional[bool] = None      # None = automatic (see module docstring)
     beta: Optional[float] = None               # GEP beta; None = adaptive beta_ij = exp(-w_ij)
@@ -147,26 +144,25 @@ class TrainConfig:
         types_ = _field_types()
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), types_[f.name]))
-        from apse.backbones import BACKBONES  # the one list of backbone names
-
-        _choice("backbone", self.backbone, BACKBONES)
+        # every list of names is read from the module that owns it (registries for what can be added)
+        _choice("backbone", self.backbone, backbone_names())
         _choice("attention", self.attention, ATTENTIONS)
         _choice("low_attention", self.low_attention, LOW_ATTENTIONS)
-        _choice("clb_reduction", self.clb_reduction, CLB_REDUCTIONS)
+        _choice("clb_reduction", self.clb_reduction, REDUCTIONS)
         for name in ("clb_reduce_low", "clb_reduce_high"):
             self.model_kwargs_value(name)  # validates
         self.temperature_value()
-        _choice("fusion", self.fusion, FUSIONS)
+        _choice("fusion", self.fusion, tuple(FUSIONS))
         _choice("low_stage", self.low_stage, STAGES)
         _choice("high_stage", self.high_stage, STAGES)
         if STAGES.index(self.low_stage) > STAGES.index(self.high_stage):
             raise ConfigError(f"low_stage ({self.low_stage}) must not be deeper than high_stage ({self.high_stage})")
-        _choice("attention_norm", self.attention_norm, ATTENTION_NORMS)
-        _choice("attention_mask_scale", self.attention_mask_scale, ATTENTION_MASK_SCALES)
-        _choice("loss", self.loss, LOSSES)
+        _choice("attention_norm", self.attention_norm, NORMS)
+        _choice("attention_mask_scale", self.attention_mask_scale, MASK_SCALES)
+        _choice("loss", self.loss, loss_names())
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("protocol", self.protocol, PROTOCOLS)
-        _choice("select_on", self.select_on, METRICS)
+        _choice("select_on", self.select_on, metric_names())
         for name in ("embedding_dim", "epochs", "classes_per_batch", "samples_per_class", "image_size",
                      "resize", "lr_step", "eval_every", "batch_size_eval"):
             if getattr(self, name) < 1:
@@ -251,19 +247,18 @@ class TrainConfig:
         return value
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`apse.model.APSENet` for this config."""
-        return dict(backbone=self.backbone, pretrained=self.pretrained, low_stage=self.low_stage,
-                    high_stage=self.high_stage, attention=self.attention, fusion=self.fusion,
-                    embedding_dim=self.embedding_dim, attention_norm=self.attention_norm,
-                    low_attention=self.low_attention, clb_reduce_low=self.model_kwargs_value("clb_reduce_low"),
-                    clb_reduce_high=self.model_kwargs_value("clb_reduce_high"), clb_reduction=self.clb_reduction,
-                    attention_temperature=self.temperature_value(),
-                    attention_mask_scale=self.attention_mask_scale)
+        """Keyword arguments of :class:`apse.model.APSENet` for this config: every APSENet keyword is a
+        config field of the same name (a test checks it), two of them stored as text here."""
+        kwargs = {name: getattr(self, name) for name in _model_keywords()}
+        kwargs.update(clb_reduce_low=self.model_kwargs_value("clb_reduce_low"),
+                      clb_reduce_high=self.model_kwargs_value("clb_reduce_high"),
+                      attention_temperature=self.temperature_value())
+        return kwargs
 
     def resolved_attention_loss(self, model_has_heads: bool) -> bool:
         """Whether the attention loss is used, for a model with or without attention heads."""
         if self.attention_loss is None:
-            return model_has_heads and self.loss in APSE_FAMILY
+            return model_has_heads and loss_entry(self.loss).apse_family
         if self.attention_loss and not model_has_heads:
             raise ConfigError("attention_loss=true needs a model with attention heads "
                               "(attention=hierarchical or emotion), but attention=none")
@@ -271,7 +266,7 @@ class TrainConfig:
 
     def embedding_loss_name(self) -> str:
         """Name for :func:`apse.losses.build_loss` (``"apse"`` is GEP)."""
-        return "gep" if self.loss == "apse" else self.loss
+        return loss_entry(self.loss).name
 
     def resolved_protocol(self) -> str:
         """Test protocol: ``"split"`` (test queries vs training gallery) or ``"loo"``."""
@@ -344,6 +339,16 @@ def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...])
 
 
 # ---------------------------------------------------------------------- helpers
+def loss_names() -> tuple[str, ...]:
+    """Values of ``loss``: the method's name ``"apse"`` (GEP + attention loss) and every registered loss."""
+    return (*ALIASES, *LOSSES)
+
+
+@functools.lru_cache(maxsize=None)
+def _model_keywords() -> tuple[str, ...]:
+    return tuple(inspect.signature(APSENet).parameters)
+
+
 @functools.lru_cache(maxsize=None)
 def _field_types() -> dict[str, Any]:
     # get_type_hints evaluates every annotation (~10 ms); it was called once per field on every validation
@@ -440,5 +445,5 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["TrainConfig", "ConfigError", "load_config", "apply_overrides", "LOSSES", "APSE_FAMILY",
-           "METRICS"]
+__all__ = ["TrainConfig", "ConfigError", "load_config", "apply_overrides", "loss_names", "OPTIMIZERS",
+           "PROTOCOLS"]

@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from apse.backbones import IMAGENET_MEAN, IMAGENET_STD
 from apse.emotions import EMOTIONS, POLARITIES, polarity_of
 from apse.io import atomic_save, read_apse_file
 
@@ -62,7 +63,7 @@ class RetrievalIndex:
 
     def __init__(self, embeddings: torch.Tensor, paths: Sequence[str], labels: torch.Tensor | Sequence[int],
                  *, checkpoint: str | None = None, image_size: int = 224, resize: int = 256,
-                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  model: torch.nn.Module | None = None):
         embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
         labels = torch.as_tensor(list(labels) if not torch.is_tensor(labels) else labels, dtype=torch.long)
@@ -108,8 +109,8 @@ class RetrievalIndex:
         image_size = int(image_size or 224)
         resize = int(resize) if resize else int(round(image_size * 256 / 224))  # the papers' 256/224 ratio
         backbone = getattr(getattr(model, "module", model), "backbone", None)
-        mean = tuple(getattr(backbone, "mean", (0.485, 0.456, 0.406)))
-        std = tuple(getattr(backbone, "std", (0.229, 0.224, 0.225)))
+        mean = tuple(getattr(backbone, "mean", IMAGENET_MEAN))
+        std = tuple(getattr(backbone, "std", IMAGENET_STD))
         if transform is None:
             transform = build_transforms(False, image_size=image_size, resize=resize, mean=mean, std=std)
         if isinstance(gallery, (str, os.PathLike)):

@@ -157,7 +157,7 @@ def test_cached_features_resume_and_cache_reuse(tiny, tmp_path, monkeypatch):
 
 
 def test_nan_guard_names_epoch_and_step(tiny, tmp_path, monkeypatch):
-    from apse import losses, training
+    from apse import training
 
     class NaNLoss(torch.nn.Module):
         needs_confidences = False
@@ -165,7 +165,7 @@ def test_nan_guard_names_epoch_and_step(tiny, tmp_path, monkeypatch):
         def forward(self, embeddings, labels, polarity_confidence=None, emotion_confidence=None):
             return embeddings.sum() * float("nan")
 
-    monkeypatch.setattr(losses, "build_loss", lambda name, **kw: NaNLoss())
+    monkeypatch.setattr(training, "build_loss", lambda name, **kw: NaNLoss())
     with pytest.raises(training.TrainingDiverged, match=r"loss became nan at epoch 1, step 1"):
         training.train(tiny_config(tmp_path, cache_features=True), tiny, tmp_path / "nan", progress=False)
 

@@ -55,9 +55,11 @@ def backbone_names() -> tuple[str, ...]:
 def canonical_backbone(name: str) -> str:
     """The registered name of ``name`` (case, ``-``/``_`` and aliases such as ``lite0`` tolerated);
     ValueError listing the valid names otherwise."""
-    key = str(name).lower().replace("-", "_")
+    def norm(text: str) -> str:
+        return str(text).lower().replace("-", "_")
+
     for entry in BACKBONE_REGISTRY.values():
-        if key == entry.name or key in entry.aliases:
+        if norm(name) in {norm(n) for n in (entry.name, *entry.aliases)}:
             return entry.name
     raise ValueError(f"expected a backbone name among {backbone_names()}, got {name!r}")
 

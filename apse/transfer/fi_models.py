@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from apse.backbones import build_backbone
+from apse.backbones import STAGES, build_backbone
 from apse.config import load_config
 from apse.data import (EmotionImageFolder, FeatureDataset, build_transforms, extract_features,
                        locate_dataset)
@@ -96,7 +96,7 @@ def dataset_features(dataset, model: nn.Module, config, *,
     regime: ImageNet Lite0) share one cache. Returns a :class:`apse.data.FeatureDataset` whose
     labels are the dataset's (its ``level``)."""
     wanted = set(stages) | set(model.stages)
-    stages = tuple(s for s in ("conv2", "conv3", "conv4", "conv5") if s in wanted)
+    stages = tuple(s for s in STAGES if s in wanted)
     src = model.backbone
     backbone = build_backbone(config.backbone, pretrained=False, stages=stages)
     backbone.load_state_dict(src.state_dict(), strict=True)
