@@ -40,8 +40,8 @@ from apse.experiments.summary import (OURS_LABEL, floor_line, note_lines, settin
                                       summary_table, table_info)
 from apse.experiments.tables import K_FOLDS, Experiment, get_experiment
 from apse.io import read_json
-from apse.metrics import LOWER_IS_BETTER
-from apse.paper_results import PAPER_LABEL
+from apse.metrics import LOWER_IS_BETTER, metric_names
+from apse.paper_results import PAPER_LABEL, PAPER_METRICS
 
 __all__ = ["Summary", "load_summary", "summary_frame", "paper_comparison", "agreement", "agreement_table",
            "last_command", "REGIME_LABELS", "by_fold", "regime_table", "paired_table", "heads_table",
@@ -120,10 +120,12 @@ def summary_frame(name: str, regime: str | None = None, *,
     return load_summary(name, regime, results_dir=results_dir).frame
 
 
-def paper_comparison(frame: pd.DataFrame, metrics: Sequence[str] = ("mAP8", "mAP2", "NN", "FT", "ST", "DCG",
-                                                                     "ANMRR"), digits: int = 3) -> pd.DataFrame:
+def paper_comparison(frame: pd.DataFrame, metrics: Sequence[str] | None = None, digits: int = 3) -> pd.DataFrame:
     """Per variant of a summary frame, one line "ours (FI subset), n runs" (mean ± std over the runs)
-    and, where it has a paper row, one line "paper (FI, ResNet-50)"; indexed by (variant, source)."""
+    and, where it has a paper row, one line "paper (FI, ResNet-50)"; indexed by (variant, source).
+    ``metrics``: default, ours that the papers print (all but F1), in our order."""
+    if metrics is None:
+        metrics = tuple(m for m in metric_names() if m in PAPER_METRICS)
     lines = []
     for _, r in frame.iterrows():
         lines.append({"variant": r["label"], "source": f"{OURS_LABEL}, {int(r['n_runs'])} runs",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from apse.backbones import LITE_VARIANTS, NATIVE_RESOLUTION
+from apse.backbones import LITE_VARIANTS, NATIVE_RESOLUTION, STAGES
 
 __all__ = ["Variant", "Experiment", "EXPERIMENTS", "ORDER", "K_FOLDS", "BUDGET_OVERRIDES", "register_experiment",
            "get_experiment", "run_order", "FLOOR", "LR_GRID", "CORE_ROWS", "BACKBONE_GRID", "BACKBONE_ROWS"]
@@ -194,7 +194,7 @@ def _lambda() -> Experiment:
 def _layers() -> Experiment:
     t = "tmm-table4"
     rows = []
-    for stage in ("conv2", "conv3", "conv4", "conv5"):
+    for stage in STAGES:
         for att, tag in (("polarity", "p"), ("emotion", "e")):
             rows.append(Variant(f"{stage}{tag}-conv5e", f"{stage} ({tag}) + conv5 (e)",
                                 {**_HA_CLB, "loss": "apse", "low_stage": stage, "low_attention": att},
