@@ -127,12 +127,14 @@ def _table1() -> Experiment:
 def _ablation() -> Experiment:
     t = "tmm-table2"
     # "AT" without SA/HA is, in the papers, two softmax classifiers on conv3 and conv5 whose gradients
-    # reach the embedding only through the shared, fine-tuned backbone. Our backbone is frozen, so such
+    # reach the embedding only through the shared, fine-tuned backbone. With a frozen backbone such
     # classifiers share no parameter with the embedding head and cannot change it: "AT + X" without
-    # attention is exactly "X" here. Those rows are therefore the same runs as the rows without AT (the
-    # run cache shares them), and the MO ones are the multi-level (concatenated GAP) nets without heads.
-    frozen_at = ("frozen backbone: AT without SA/HA shares no parameter with the embedding, so this is the run "
-                 "without AT")
+    # attention is exactly "X" there. Those rows are therefore the same runs as the rows without AT (the
+    # run cache shares them), and the MO ones are the multi-level (concatenated GAP) nets without heads;
+    # fine-tuned (--regime finetune) they are still the runs without AT, which is no longer the same.
+    frozen_at = ("no attention head at all (attention none), in either regime, so this is the run without AT; "
+                 "with a frozen backbone that equals AT without SA/HA (which would share no parameter with the "
+                 "embedding), fine-tuned it does not (the papers' AT would also train the shared backbone)")
     rows = [
         FLOOR,
         Variant("at-so", "AT, SO (= softmax on GAP(conv5); linear floor)", {**_SO, "loss": "softmax"}, (t, "AT"),
