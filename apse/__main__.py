@@ -114,7 +114,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _device(name: str):
-    from apse.training import resolve_device
+    from apse.distributed import resolve_device
 
     return resolve_device(name)
 
@@ -146,7 +146,7 @@ def _cmd_evaluate(args) -> int:
     from apse.data import EmotionImageFolder, build_transforms
     from apse.evaluation import embed_dataset
     from apse.metrics import evaluate_embeddings
-    from apse.training import load_model
+    from apse.checkpoints import load_model
 
     from apse.emotions import POLARITIES
     from apse.data.polarity import open_labelled
@@ -200,7 +200,7 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_index(args) -> int:
     from apse.retrieval import RetrievalIndex
-    from apse.training import load_model
+    from apse.checkpoints import load_model
 
     if not Path(args.gallery).is_dir():
         raise UserError(f"gallery folder not found: {args.gallery}")
@@ -216,7 +216,7 @@ def _cmd_index(args) -> int:
 
 def _cmd_search(args) -> int:
     from apse.retrieval import RetrievalIndex
-    from apse.training import load_model
+    from apse.checkpoints import load_model
 
     if args.k < 1:
         raise UserError(f"-k must be at least 1, got {args.k}")

@@ -65,7 +65,6 @@ __all__ = [
     "class_confidences",
     "combine_class_maps",
     "normalise_map",
-    "emotion_to_polarity_confidence",
     "AttentionResult",
     "AttentionHead",
 ]
@@ -168,17 +167,6 @@ def normalise_map(attention: torch.Tensor, method: str = "minmax", eps: float = 
     return out.reshape(b, h, w)
 
 
-def emotion_to_polarity_confidence(emotion_confidence: torch.Tensor) -> torch.Tensor:
-    """(B, 8) emotion probabilities in the papers' order -> (B, 2) polarity probabilities.
-
-    Sums the four positive (indices 0-3) and four negative (4-7) emotions; useful where a polarity
-    confidence is wanted (e.g. WEP weights) but no polarity head runs.
-    """
-    if emotion_confidence.dim() != 2 or emotion_confidence.shape[1] != 8:
-        raise ValueError(f"expected emotion confidences of shape (B, 8), got {tuple(emotion_confidence.shape)}")
-    return torch.stack([emotion_confidence[:, :4].sum(1), emotion_confidence[:, 4:].sum(1)], dim=1)
-
-
 @dataclass
 class AttentionResult:
     """What :class:`AttentionHead` returns (every intermediate the book wants to show).
@@ -224,7 +212,7 @@ class AttentionHead(nn.Module):
         f_hat = apply_spatial_mask(features, z)                                # step 3
         s = self.classifier(f_hat)                                             # step 4
         logits = s.mean(dim=(2, 3))
-        c = logits.softmax(dim=1)                                              # step 5
+        c = class_confidences(s)                                               # step 5: softmax(logits)
         u = normalise_map(combine_class_maps(s, c), self.norm, self.eps)       # Eq. 1
         return AttentionResult(features=apply_spatial_mask(f_hat, u), confidences=c, attention_map=u,
                                spatial_mask=z, class_maps=s, logits=logits)

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from apse.checkpoints import load_model
 from apse.emotions import EMOTIONS, POLARITIES, emotion_index, emotion_name, polarity_of
 from apse.plotting import TIER_COLORS, retrieval_tier
 from apse.retrieval import RetrievalIndex, SearchResult
@@ -100,8 +101,6 @@ def _as_index(obj: Any, gallery: Any, progress: bool) -> RetrievalIndex:
             return RetrievalIndex.load(path)
         except ValueError:
             pass  # not an index file: maybe a checkpoint
-        from apse.training import load_model
-
         model, config = load_model(path)
         if gallery is None:
             raise ValueError(f"{path} is a model checkpoint: pass gallery= (a folder with one sub-folder per "

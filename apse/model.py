@@ -93,7 +93,7 @@ class APSENet(nn.Module):
     head consumes) or an already built :class:`apse.backbones.Backbone` whose stages include them
     (``pretrained`` is then ignored).
     Parameters are split into ``backbone`` and the head (everything else): see
-    :meth:`head_parameters`, :meth:`parameter_groups`, :meth:`freeze_backbone`.
+    :meth:`head_parameters`, :meth:`attention_parameters`, :meth:`freeze_backbone`.
     """
 
     def __init__(self, backbone: str | Backbone = "resnet50", pretrained=True, low_stage: str = "conv3",
@@ -189,22 +189,11 @@ class APSENet(nn.Module):
             if not name.startswith("backbone."):
                 yield p
 
-    def parameter_groups(self, backbone_lr: float | None = None, head_lr: float | None = None) -> list[dict]:
-        """Optimiser groups ``[{"name": "backbone", ...}, {"name": "head", ...}]``; trainable params only.
-
-        An ``lr`` key is set only where given (otherwise the optimiser's default applies); a frozen
-        backbone contributes no group.
-        """
-        groups = []
-        for name, params, lr in (("backbone", self.backbone_parameters(), backbone_lr),
-                                 ("head", self.head_parameters(), head_lr)):
-            params = [p for p in params if p.requires_grad]
-            if params:
-                group = {"name": name, "params": params}
-                if lr is not None:
-                    group["lr"] = lr
-                groups.append(group)
-        return groups
+    def attention_parameters(self) -> Iterator[nn.Parameter]:
+        """The attention heads' 1x1 convs (a part of :meth:`head_parameters`)."""
+        for head in (self.low_head, self.high_head):
+            if head is not None:
+                yield from head.parameters()
 
     def freeze_backbone(self, frozen: bool = True) -> "APSENet":
         """Stop gradients into the backbone and keep its BatchNorm statistics fixed (eval mode) even

@@ -35,6 +35,7 @@ from typing import Callable, TypeVar
 
 import torch
 
+from apse.provenance import cache_root
 from apse.rng import seed_everything
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,15 +58,10 @@ FINETUNE_NOTEBOOK_EPOCHS = 2
 _TRAINED_FORMAT = 1  # part of the cache key: bump when what trained_apse trains changes meaning
 
 
-def cache_root() -> Path:
-    """apse's cache folder, outside the repository: ``$APSE_CACHE``, else ``~/.cache/apse``."""
-    return Path(os.environ.get("APSE_CACHE", Path.home() / ".cache" / "apse")).expanduser()
-
-
 def trained_model_key(config, dataset) -> str:
     """Cache key of a trained model: a hash of the configuration (every field but where the features
     are cached) and of the images (:func:`apse.training.dataset_fingerprint`)."""
-    from apse.training import dataset_fingerprint
+    from apse.provenance import dataset_fingerprint
 
     fields = {k: v for k, v in config.to_dict().items() if k != "feature_cache"}
     blob = json.dumps({"v": _TRAINED_FORMAT, "config": fields,
@@ -99,7 +95,9 @@ def train_cached(config, dataset, *, cache: str | os.PathLike | None = None, pro
 
 def _train_or_load(config, dataset, models: Path, key: str, progress: bool, log):
     from apse.io import atomic_directory
-    from apse.training import CHECKPOINT_NAME, MODEL_NAME, load_model, portable_path, train
+    from apse.checkpoints import CHECKPOINT_NAME, MODEL_NAME, load_model
+    from apse.provenance import portable_path
+    from apse.training import train
 
     final = models / key
     where = portable_path(final)

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from apse.backbones import IMAGENET_MEAN, IMAGENET_STD
+from apse.checkpoints import load_model
 from apse.emotions import EMOTIONS, POLARITIES, polarity_of
 from apse.io import atomic_save, read_apse_file
 
@@ -158,8 +159,6 @@ class RetrievalIndex:
         if self.model is None:
             if not self.checkpoint:
                 raise ValueError("this index has no model to embed query images; pass model= or a checkpoint")
-            from apse.training import load_model
-
             self.model, _ = load_model(self.checkpoint)
         return self.model
 

@@ -23,6 +23,8 @@ sub-folder per emotion) and an output folder, and
 
 Everything written is plain tensors and Python containers: ``torch.load(path, weights_only=True)``
 reads it, no pickled code. :func:`load_model` turns ``model.pt`` or ``checkpoint.pt`` back into a model.
+This module is the loop; its parts have their own: :mod:`apse.training_data` (split and batches),
+:mod:`apse.checkpoints` (model files), :mod:`apse.distributed`, :mod:`apse.provenance` (the record).
 
 Reproducibility: every epoch starts by seeding ``torch``, ``numpy`` and ``random`` from (seed, epoch,
 rank) and the sampler from (seed, epoch), so an epoch's batches, augmentations and dropout do not depend
@@ -35,40 +37,39 @@ gives each rank a disjoint share of every epoch's balanced batches; only rank 0 
 """
 from __future__ import annotations
 
-import copy
-import hashlib
+import contextlib
 import json
 import math
 import os
-import platform
-import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
-from apse.config import ConfigError, TrainConfig
+from apse.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, MODEL_FORMAT, MODEL_NAME, RESULTS_NAME, build_model,
+                              check_resumable, cpu_state, load_model)
+from apse.config import ConfigError, TrainConfig, load_config
+from apse.data import FeatureDataset
+from apse.distributed import device_description, init_distributed, resolve_device
+from apse.evaluation import GatheredBatches, evaluate_split, leave_one_out
+from apse.io import atomic_save, atomic_write_text, json_safe
 from apse.losses import APSEObjective, build_loss, loss_entry
-from apse.io import atomic_save, atomic_write, atomic_write_text, json_safe, read_apse_file
 from apse.progress import progress_bar
+from apse.metrics import higher_is_better
+from apse.provenance import dataset_fingerprint, environment, portable_config, portable_path, portable_source
 from apse.rng import derived_seed, rng_states, seed_everything, set_rng_states
+from apse.training_data import cached_features, prepare_data, with_transform
 
-__all__ = ["Trainer", "train", "load_model", "build_model", "TrainingDiverged", "seed_everything",
-           "resolve_device", "portable_path", "portable_config", "CHECKPOINT_NAME", "MODEL_NAME",
-           "RESULTS_NAME"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
-MODEL_NAME = "model.pt"
-RESULTS_NAME = "results.json"
-_CHECKPOINT_FORMAT = "apse-checkpoint"
-_MODEL_FORMAT = "apse-model"
-_FEATURES_FORMAT_VERSION = 1
+# load_model, build_model, the file names and the path helpers are re-exported: they are what a user
+# of a training run needs next to train() (their homes: apse.checkpoints, apse.provenance).
+__all__ = ["Trainer", "train", "TrainStep", "build_optimizer", "TrainingDiverged", "load_model", "build_model",
+           "resolve_device", "portable_path", "portable_config", "dataset_fingerprint", "CHECKPOINT_NAME",
+           "MODEL_NAME", "RESULTS_NAME"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -78,106 +79,6 @@ class TrainingDiverged(RuntimeError):
 # ---------------------------------------------------------------------------------------------------
 # small utilities
 # ---------------------------------------------------------------------------------------------------
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available; use device=auto or device=cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
-
-
-def git_commit(path: str | os.PathLike | None = None) -> str | None:
-    """The git commit of the checkout holding ``path`` (default: this package), ``+dirty`` if modified."""
-    where = Path(path) if path else Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        if not commit:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def build_model(config: TrainConfig, pretrained: Any = None) -> nn.Module:
-    """The :class:`~apse.model.APSENet` described by ``config`` (``pretrained`` overrides the config's)."""
-    from apse.model import APSENet
-
-    kwargs = config.model_kwargs()
-    if pretrained is not None:
-        kwargs["pretrained"] = pretrained
-    return APSENet(**kwargs)
-
-
-def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
-    """Load ``model.pt`` (the chosen model) or ``checkpoint.pt`` (latest epoch) -> ``(model in eval mode, config)``.
-
-    Reads with ``weights_only=True``; the backbone is built without downloading weights since the file
-    holds all of them.
-    """
-    data = read_apse_file(checkpoint, (_MODEL_FORMAT, _CHECKPOINT_FORMAT), "checkpoint",
-                          "expected a model.pt or checkpoint.pt written by apse")
-    config = TrainConfig.from_dict(data["config"])
-    model = build_model(config, pretrained=False)
-    model.load_state_dict(data["model"])
-    model.to(device).eval()
-    return model, config
-
-
-def _model_has_heads(model: nn.Module) -> bool:
-    return getattr(model, "attention", "none") != "none"
-
-
-# ---------------------------------------------------------------------------------------------------
-# distributed helpers
-# ---------------------------------------------------------------------------------------------------
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialised_here: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device_name: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun (``WORLD_SIZE > 1``); a no-op otherwise."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, False)
-    use_cuda = torch.cuda.is_available() and device_name in ("auto",) or str(device_name).startswith("cuda")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, True)
-
-
 # ---------------------------------------------------------------------------------------------------
 # the loss computation as one module (so DistributedDataParallel also syncs a loss's own weights)
 # ---------------------------------------------------------------------------------------------------
@@ -205,89 +106,7 @@ class TrainStep(nn.Module):
 # ---------------------------------------------------------------------------------------------------
 # data preparation
 # ---------------------------------------------------------------------------------------------------
-def dataset_fingerprint(samples: Sequence[tuple[str, int]]) -> str:
-    """Hash of the image list (relative paths, labels, file sizes): keys the feature cache."""
-    h = hashlib.sha256()
-    paths = [Path(p) for p, _ in samples]
-    root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
-    for (p, label), path in zip(samples, paths):
-        try:
-            size = path.stat().st_size
-        except OSError:
-            size = -1
-        h.update(f"{path.relative_to(root) if root in path.parents else path}|{label}|{size}\n".encode())
-    return h.hexdigest()
-
-
-def _default_cache_dir() -> Path:
-    return Path(os.environ.get("APSE_CACHE", Path.home() / ".cache" / "apse")) / "features"
-
-
-#: The checkout this package runs from: record paths inside it are kept relative to it.
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def portable_path(path: str | os.PathLike | None,
-                  data_root: str | os.PathLike | None = None) -> str | None:
-    """Write ``path`` for a record that must mean the same on another machine.
-
-    A relative path is kept as given. An absolute one becomes relative to, in this order: the data
-    root (``"<data>/..."``), the repository (a plain relative path), the apse cache folder
-    (``$APSE_CACHE`` or ``~/.cache/apse``: ``"<cache>/..."``) or the home folder (``"~/..."``);
-    anything else keeps only its name (``"<elsewhere>/NAME"``).
-    """
-    if path is None:
-        return None
-    p = Path(os.fspath(path)).expanduser()
-    if not p.is_absolute():
-        return p.as_posix()
-    p = p.resolve()
-    anchors = [("<data>", data_root)] if data_root is not None else []
-    anchors += [("", _REPO_ROOT), ("<cache>", _default_cache_dir().parent), ("~", Path.home())]
-    for label, base in anchors:
-        base = Path(base).expanduser().resolve()
-        if p == base or base in p.parents:
-            rel = p.relative_to(base).as_posix()
-            return rel if not label else (label if rel == "." else f"{label}/{rel}")
-    return f"<elsewhere>/{p.name}"
-
-
-def portable_config(config: dict[str, Any],
-                    data_root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """A config dict (:meth:`TrainConfig.to_dict`) with every absolute path in it
-    (``feature_cache``, a ``pretrained`` weights file) made portable by :func:`portable_path`."""
-    return {k: portable_path(v, data_root) if isinstance(v, str) and os.path.isabs(v) else v
-            for k, v in config.items()}
-
-
-def _portable_source(source: str, data_root: str | os.PathLike | None = None) -> str:
-    # weights_source "file:/abs/weights.pth" -> "file:<elsewhere>/weights.pth"; others unchanged
-    if source.startswith("file:"):
-        return "file:" + str(portable_path(source[len("file:"):], data_root))
-    return source
-
-
-def _with_transform(dataset: Dataset, transform) -> Dataset:
-    clone = copy.copy(dataset)
-    clone.transform = transform
-    return clone
-
-
-class _FeatureBatches:
-    """Batches of a Subset of a FeatureDataset, gathered with ``get_batch`` (no per-item collation)."""
-
-    def __init__(self, subset: Subset, batch_sampler):
-        self.features, self.indices, self.batch_sampler = subset.dataset, list(subset.indices), batch_sampler
-
-    def __len__(self) -> int:
-        return len(self.batch_sampler)
-
-    def __iter__(self):
-        for batch in self.batch_sampler:
-            yield self.features.get_batch([self.indices[i] for i in batch])
-
-
-def _build_optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
     """The config's optimiser over ``params`` (a list of tensors or of parameter groups) at ``lr``."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -363,7 +182,7 @@ class Trainer:
             self.model.freeze_batchnorm(True)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.has_heads = _model_has_heads(self.model)
+        self.has_heads = self.model.attention != "none"
         self.use_attention_loss = cfg.resolved_attention_loss(self.has_heads)
         self._build_loss()
         self._build_data()
@@ -371,8 +190,6 @@ class Trainer:
         self.step_module = TrainStep(self.model, APSEObjective(self.loss_fn, self.use_attention_loss, cfg.lam))
         self.ddp_module: nn.Module = self.step_module
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             ids = [self.device.index] if self.device.type == "cuda" else None
             # find_unused_parameters: some heads/losses own parameters a given batch may not reach.
             self.ddp_module = DDP(self.step_module, device_ids=ids, find_unused_parameters=True)
@@ -385,14 +202,13 @@ class Trainer:
         # classifier's lr rather than the one a fresh CLB projection needs); a fine-tuned, pretrained
         # backbone at backbone_lr (the papers use one lr for all; a fresh head on a small dataset
         # usually wants a larger one than the pretrained layers). A group is split off only when set.
-        heads = {id(p) for h in (self.model.low_head, self.model.high_head) if h is not None
-                 for p in h.parameters()} if cfg.attention_lr is not None else set()
-        trunk = {id(p) for p in self.model.backbone.parameters()} if cfg.backbone_lr is not None else set()
+        heads = {id(p) for p in self.model.attention_parameters()} if cfg.attention_lr is not None else set()
+        trunk = {id(p) for p in self.model.backbone_parameters()} if cfg.backbone_lr is not None else set()
         params = [{"params": [p for p in params if id(p) not in heads | trunk]},
                   {"params": [p for p in params if id(p) in heads], "lr": cfg.attention_lr},
                   {"params": [p for p in params if id(p) in trunk], "lr": cfg.backbone_lr}]
         params = [g for g in params if g["params"]]
-        self.optimizer = _build_optimizer(cfg, params, cfg.lr)
+        self.optimizer = build_optimizer(cfg, params, cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
         amp_fp16 = self.amp and not torch.cuda.is_bf16_supported()
         self.amp_dtype = torch.float16 if amp_fp16 else torch.bfloat16
@@ -415,122 +231,17 @@ class Trainer:
             raise ConfigError(f"loss {cfg.loss!r} needs the attention confidences, but attention=none; "
                               "use attention=hierarchical" + (" or a fixed beta (beta=0.5)" if "beta" in entry.config_keys else ""))
 
-    def _open_dataset(self):
-        from apse.data import EmotionImageFolder, locate_dataset
-
-        data = self.data
-        if isinstance(data, Dataset):
-            if not hasattr(data, "samples"):
-                raise ValueError("the dataset must have .samples [(path, label)], like apse.data.EmotionImageFolder")
-            return data, str(getattr(data, "root", "<dataset>"))
-        root = locate_dataset(data) if data is None else Path(data)
-        if not Path(root).is_dir():
-            raise FileNotFoundError(f"data folder not found: {root}")
-        return EmotionImageFolder(root), str(Path(root).resolve())
-
-    def _split(self, labels: list[int]) -> dict[str, list[int]]:
-        from apse.data import stratified_kfold, stratified_split
-
-        cfg = self.config
-        fractions = cfg.split_fractions()
-        if cfg.folds is None:
-            parts = stratified_split(labels, fractions=fractions, seed=cfg.split_seed)
-            return {k: list(map(int, parts.get(k, []))) for k in ("train", "val", "test")}
-        train_idx, held = stratified_kfold(labels, k=cfg.folds, seed=cfg.split_seed)[cfg.fold]
-        train_idx, held = list(map(int, train_idx)), list(map(int, held))
-        val_share = fractions[1] / (fractions[0] + fractions[1])
-        if val_share > 0:
-            # Carve the validation images out of the training folds (stratified), never the held-out one.
-            sub = stratified_split([labels[i] for i in train_idx], fractions=(1 - val_share, val_share, 0.0),
-                                   seed=cfg.split_seed)
-            return {"train": [train_idx[i] for i in sub["train"]], "val": [train_idx[i] for i in sub["val"]],
-                    "test": held}
-        return {"train": train_idx, "val": [], "test": held}
-
     def _build_data(self) -> None:
-        from apse.data import BalancedBatchSampler, FeatureDataset, build_transforms
-
-        cfg = self.config
-        base, self.data_root = self._open_dataset()
-        self.samples = list(base.samples)
-        labels = [int(label) for _, label in self.samples]
-        self.split = self._split(labels)
-        if not self.split["train"]:
-            raise ValueError("the training split is empty; check the data folder and split fractions")
-        counts = np.bincount([labels[i] for i in self.split["train"]], minlength=8)
-        if (counts < cfg.samples_per_class).any():
-            raise ValueError(f"every emotion needs at least samples_per_class={cfg.samples_per_class} training "
-                             f"images; the training split has {counts.tolist()} (papers' emotion order)")
-        mean, std = tuple(self.model.backbone.mean), tuple(self.model.backbone.std)
-        eval_tf = build_transforms(False, image_size=cfg.image_size, resize=cfg.resize, mean=mean, std=std)
-        self._base, self._eval_tf = base, eval_tf  # the probe stage caches features of these
-        if cfg.cache_features:
-            features = self._cached_features(base, eval_tf)
-            # Two views of one cache (tensors shared): train mode draws a random flip per item when
-            # flips were extracted, eval mode always gives the image as is.
-            train_features = FeatureDataset(features.features, features.labels, features.meta, train=True)
-            self.train_set = Subset(train_features, self.split["train"])
-            self.gallery_set = Subset(features, self.split["train"])
-            self.val_set = Subset(features, self.split["val"])
-            self.test_set = Subset(features, self.split["test"])
-        else:
-            train_tf = build_transforms(True, image_size=cfg.image_size, resize=cfg.resize, mean=mean, std=std)
-            train_ds, eval_ds = _with_transform(base, train_tf), _with_transform(base, eval_tf)
-            self.train_set = Subset(train_ds, self.split["train"])
-            self.gallery_set = Subset(eval_ds, self.split["train"])
-            self.val_set = Subset(eval_ds, self.split["val"])
-            self.test_set = Subset(eval_ds, self.split["test"])
-        self.train_labels = [labels[i] for i in self.split["train"]]
-        # Every rank builds the same epoch of balanced batches and takes every world_size-th one.
-        self.batch_sampler = BalancedBatchSampler(
-            self.train_labels, classes_per_batch=cfg.classes_per_batch, samples_per_class=cfg.samples_per_class,
-            batches_per_epoch=cfg.batches_per_epoch, seed=cfg.seed, rank=self.dist.rank,
-            world_size=self.dist.world_size)
-        self.loader_generator = torch.Generator()
-        if cfg.cache_features:
-            self.train_loader = _FeatureBatches(self.train_set, self.batch_sampler)
-        else:
-            self.train_loader = DataLoader(self.train_set, batch_sampler=self.batch_sampler,
-                                           num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
-                                           generator=self.loader_generator, persistent_workers=False)
-
-    def _cached_features(self, base, eval_tf):
-        """Frozen-backbone stage maps of every image, extracted once and cached on disk."""
-        from apse.data import FeatureDataset, extract_features
-
-        cfg = self.config
-        backbone = self.model.backbone
-        key = hashlib.sha256(json.dumps({
-            "v": _FEATURES_FORMAT_VERSION, "backbone": cfg.backbone, "weights": str(backbone.weights_source),
-            "pretrained": str(cfg.pretrained), "stages": list(self.model.stages), "size": cfg.image_size,
-            "resize": cfg.resize, "flips": cfg.feature_flips, "data": dataset_fingerprint(self.samples),
-        }, sort_keys=True).encode()).hexdigest()[:16]
-        cache_dir = Path(cfg.feature_cache) if cfg.feature_cache else _default_cache_dir()
-        path = cache_dir / f"{cfg.backbone}-{'-'.join(self.model.stages)}-{cfg.image_size}px-{key}.pt"
-        self.feature_cache_path = str(path)
-        if self.dist.is_main and not path.exists():
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            self.log(f"extracting {'+'.join(self.model.stages)} features of {len(self.samples)} images -> {path}")
-            t0 = time.time()
-            features = extract_features(backbone, _with_transform(base, eval_tf), self.model.stages,
-                                        batch_size=cfg.batch_size_eval, device=self.device, flips=cfg.feature_flips,
-                                        num_workers=cfg.num_workers, progress=self.progress)
-            atomic_write(path, features.save)
-            self.feature_seconds = time.time() - t0
-        else:
-            self.feature_seconds = 0.0
-            self.log(f"using cached features {path}")
-        if self.dist.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-        return FeatureDataset.load(path)
+        prepared = prepare_data(self.config, self.data, self.model, device=self.device, dist_info=self.dist,
+                                log=self.log, progress=self.progress)
+        # the trainer's own attributes (callers and tests read trainer.split, trainer.train_loader, ...)
+        self.__dict__.update(vars(prepared))
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_payload(self, epoch: int, elapsed: float) -> dict[str, Any]:
         return {
-            "format": _CHECKPOINT_FORMAT, "version": 1, "epoch": epoch, "config": self.config.to_dict(),
-            "model": _cpu_state(self.model), "loss_state": _cpu_state(self.loss_fn),
+            "format": CHECKPOINT_FORMAT, "version": 1, "epoch": epoch, "config": self.config.to_dict(),
+            "model": cpu_state(self.model), "loss_state": cpu_state(self.loss_fn),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_states(), "history": self.history,
             "best": self.best, "split": self.split, "elapsed_s": elapsed,
@@ -543,16 +254,7 @@ class Trainer:
             self.log(f"no checkpoint in {self.out_dir}; starting from epoch 1")
             return
         data = torch.load(path, map_location="cpu", weights_only=True)
-        saved = TrainConfig.from_dict(data["config"]).to_dict()
-        current = self.config.to_dict()
-        # Only the schedule may be extended on resume; anything else would silently change the run.
-        diff = [k for k in current if k not in ("epochs", "num_workers", "device", "feature_cache")
-                and current[k] != saved[k]]
-        if diff:
-            k = diff[0]
-            raise ConfigError(f"cannot resume: {k}={current[k]!r} differs from the checkpoint's {saved[k]!r}")
-        if data["split"] != self.split:
-            raise ValueError("cannot resume: the dataset split differs from the checkpoint's (images changed?)")
+        check_resumable(data, self.config, self.split)
         self.model.load_state_dict(data["model"])
         self.loss_fn.load_state_dict(data["loss_state"])
         self.optimizer.load_state_dict(data["optimizer"])
@@ -568,8 +270,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ loops
     def _autocast(self):
-        import contextlib
-
         if self.amp:
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
@@ -615,9 +315,7 @@ class Trainer:
                 total, l_emb, l_att = self.ddp_module(inputs, labels)
             finite = torch.isfinite(total.detach()).float()
             if self.dist.enabled:  # every rank must stop together, or the others hang in all-reduce
-                import torch.distributed as dist
-
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if finite.item() < 1:
                 raise TrainingDiverged(
                     f"loss became {float(total.detach()):.4g} at {where}, step {step} (lr {lr:g}); "
@@ -638,8 +336,6 @@ class Trainer:
         if self.dist.enabled:
             # DDP syncs gradients, but BatchNorm running statistics are updated per rank: take rank 0's so
             # that every rank validates (and would save) the same model.
-            import torch.distributed as dist
-
             for buffer in self.step_module.buffers():
                 dist.broadcast(buffer.data, src=0)
         # A step can leave inf/NaN weights while its own loss was still finite (e.g. a huge lr):
@@ -657,18 +353,18 @@ class Trainer:
         ``probe_lr``, before the end-to-end epochs. With ``freeze_bn`` the backbone computes exactly
         these maps in evaluation, so the probe is a warm-up on fixed crops, in seconds. Returns the
         probe's losses per epoch, its validation metrics and its cost."""
-        from apse.data import FeatureDataset
-
         cfg = self.config
         t0 = time.time()
-        features = self._cached_features(self._base, self._eval_tf)
-        train = Subset(FeatureDataset(features.features, features.labels, features.meta, train=True),
-                       self.split["train"])
-        loader = _FeatureBatches(train, self.batch_sampler)
-        backbone = {id(p) for p in self.model.backbone.parameters()}
+        features, path, self.feature_seconds = cached_features(
+            cfg, self.model, with_transform(self._base, self._eval_tf), device=self.device, dist_info=self.dist,
+            log=self.log, progress=self.progress)
+        self.feature_cache_path = str(path)
+        train = FeatureDataset(features.features, features.labels, features.meta, train=True)
+        loader = GatheredBatches(train, self.split["train"], self.batch_sampler)
+        backbone = {id(p) for p in self.model.backbone_parameters()}
         params = [p for p in self.step_module.parameters() if id(p) not in backbone and p.requires_grad]
         lr = cfg.probe_lr if cfg.probe_lr is not None else cfg.lr
-        optimizer = _build_optimizer(cfg, params, lr)
+        optimizer = build_optimizer(cfg, params, lr)
         trainable = {n: p.requires_grad for n, p in self.model.backbone.named_parameters()}
         self.model.backbone.requires_grad_(False)
         losses = []
@@ -695,16 +391,12 @@ class Trainer:
 
     def validate(self) -> dict[str, float] | None:
         """Validation images query the training gallery; None when there is no validation split."""
-        from apse.evaluation import evaluate_split
-
         if len(self.val_set) == 0:
             return None
         return evaluate_split(self.model, self.gallery_set, self.val_set, **self._embed_kw())
 
     def test(self) -> dict[str, float] | None:
         """The test protocol on the test split (called once, after training)."""
-        from apse.evaluation import evaluate_split, leave_one_out
-
         if len(self.test_set) == 0:
             return None
         if self.config.resolved_protocol() == "loo":
@@ -712,8 +404,6 @@ class Trainer:
         return evaluate_split(self.model, self.gallery_set, self.test_set, **self._embed_kw())
 
     def _is_better(self, metrics: dict[str, float]) -> bool:
-        from apse.metrics import LOWER_IS_BETTER
-
         if self.best is None or self.best.get("metrics") is None:
             return True
         name = self.config.select_on
@@ -721,7 +411,7 @@ class Trainer:
         if new is None or (isinstance(new, float) and math.isnan(new)):
             return False
         # strict improvement: ties keep the earlier epoch
-        return new < old if name in LOWER_IS_BETTER else new > old
+        return new > old if higher_is_better(name) else new < old
 
     def fit(self) -> dict[str, Any]:
         """Train, select, test once, write model.pt and results.json; returns the results dict."""
@@ -746,10 +436,10 @@ class Trainer:
             self.history.append(entry)
             improved = ""
             if val is not None and self._is_better(val):
-                self.best = {"epoch": epoch, "metrics": val, "model": _cpu_state(self.model)}
+                self.best = {"epoch": epoch, "metrics": val, "model": cpu_state(self.model)}
                 improved = " *"
             elif not len(self.val_set):  # no validation split: the last epoch is the chosen one
-                self.best = {"epoch": epoch, "metrics": None, "model": _cpu_state(self.model)}
+                self.best = {"epoch": epoch, "metrics": None, "model": cpu_state(self.model)}
             vtxt = f"  val {cfg.select_on} {val[cfg.select_on]:.4f}{improved}" if val is not None else ""
             self.log(f"epoch {epoch}/{cfg.epochs}  loss {entry['loss']:.4f} (emb {entry['embedding_loss']:.4f}, "
                      f"att {entry['attention_loss']:.4f})  lr {entry['lr']:.2g}{vtxt}  {entry['seconds']:.1f}s")
@@ -760,9 +450,6 @@ class Trainer:
         return self._finish(time.time() - t_start, self.elapsed_before + time.time() - self._t_init)
 
     def _finish(self, train_seconds: float, wall_seconds: float) -> dict[str, Any]:
-        import apse
-        from apse.metrics import LOWER_IS_BETTER
-
         cfg = self.config
         if self.best is None:
             raise RuntimeError("no epoch was trained (epochs=0?)")
@@ -783,50 +470,39 @@ class Trainer:
             "history": self.history,
             "probe": getattr(self, "probe_result", None),  # the probe stage (probe_epochs), if any
             "selection": {"metric": cfg.select_on, "on": "val" if val_history else "last epoch (no val split)",
-                          "lower_is_better": cfg.select_on in LOWER_IS_BETTER},
+                          "lower_is_better": not higher_is_better(cfg.select_on)},
             "chosen_epoch": self.best["epoch"],
             "val_metrics": self.best["metrics"],
             "test_protocol": ("leave-one-out within the test images" if cfg.resolved_protocol() == "loo"
                               else "test images query the training images"),
             "test_metrics": test,
             "attention_loss_used": self.use_attention_loss,
-            "weights_source": _portable_source(
+            "weights_source": portable_source(
                 str(getattr(self.model.backbone, "weights_source", "")), self.data_root),
             "wall_time_s": wall_seconds + test_seconds,  # setup + feature extraction + training + test
             "train_time_s": train_seconds,
             "test_time_s": test_seconds,
             "feature_extraction_s": getattr(self, "feature_seconds", None),
             "feature_cache": Path(cache_file).name if cache_file else None,
-            "device": self._device_name(),
+            "device": device_description(self.device, self.dist.world_size),
             "world_size": self.dist.world_size,
             "amp": self.amp,
-            "torch_version": torch.__version__,
-            "python_version": platform.python_version(),
-            "apse_version": getattr(apse, "__version__", None),
-            "git_commit": git_commit(),
+            **environment(),  # torch, python and apse versions, git commit
         }
         if test is not None:
             self.log("test (" + results["test_protocol"] + f", epoch {self.best['epoch']}): " +
                      "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
         if self.dist.is_main and self.out_dir is not None:
-            atomic_save({"format": _MODEL_FORMAT, "version": 1, "config": cfg.to_dict(), "model": self.best["model"],
+            atomic_save({"format": MODEL_FORMAT, "version": 1, "config": cfg.to_dict(), "model": self.best["model"],
                           "epoch": self.best["epoch"], "val_metrics": self.best["metrics"], "test_metrics": test,
                           "weights_source": results["weights_source"], "apse_version": results["apse_version"]},
                          self.out_dir / MODEL_NAME)
             atomic_write_text(json.dumps(json_safe(results), indent=2) + "\n", self.out_dir / RESULTS_NAME)
         return results
 
-    def _device_name(self) -> str:
-        if self.device.type == "cuda":
-            return f"{torch.cuda.get_device_name(self.device)} x{self.dist.world_size}"
-        threads = torch.get_num_threads()
-        return f"cpu ({platform.processor() or platform.machine()}, {threads} threads) x{self.dist.world_size}"
-
     def close(self) -> None:
         """Leave the process group if this trainer joined it."""
         if self.dist.initialised_here:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 dist.destroy_process_group()
 
@@ -842,8 +518,6 @@ def train(config: TrainConfig | dict | str | os.PathLike, data: Any = None, out_
     Raises :class:`TrainingDiverged` when the loss stops being finite.
     """
     if isinstance(config, (str, os.PathLike)):
-        from apse.config import load_config
-
         config = load_config(config)
     elif isinstance(config, dict):
         config = TrainConfig.from_dict(config)

@@ -468,9 +468,9 @@ def test_packed_sort_ranks_exactly_as_the_stable_sort(n_classes, exclude_self, s
     g_lab = torch.from_numpy(rng.integers(0, n_classes, n_g))
     q_lab = g_lab if exclude_self else torch.from_numpy(rng.integers(0, n_classes, n_q))
     own = torch.arange(n_q) if exclude_self else None
-    assert metrics._fast_path_applies(d, g_lab)
-    fast = metrics._packed_ranked_labels(d, g_lab, own)
-    reference = metrics._ranked_labels(d, g_lab, own)
+    assert metrics.fast._fast_path_applies(d, g_lab)
+    fast = metrics.fast._packed_ranked_labels(d, g_lab, own)
+    reference = metrics.ranking._ranked_labels(d, g_lab, own)
     assert fast.shape == (n_q, n_g - int(exclude_self))
     assert torch.equal(fast.long(), reference.long())  # the same ranking, ties included
     # and the fused metrics equal the one-function-per-metric ones on it; "emotions" (mAP8 and mAP2
@@ -478,8 +478,8 @@ def test_packed_sort_ranks_exactly_as_the_stable_sort(n_classes, exclude_self, s
     emotions = n_classes == 8
     gtm = int((torch.bincount(g_lab, minlength=n_classes)[q_lab] - int(exclude_self)).max())
     f1_k = int(rng.integers(1, 40))
-    got = metrics._fast_metrics(fast, q_lab, gtm, f1_k, emotions)
-    want = metrics._readable_metrics(reference, q_lab, gtm, f1_k, emotions)
+    got = metrics.fast._fast_metrics(fast, q_lab, gtm, f1_k, emotions)
+    want = metrics.scoring._readable_metrics(reference, q_lab, gtm, f1_k, emotions)
     assert set(got) == set(want) == set(METRIC_NAMES if emotions else metrics.POLARITY_METRIC_NAMES)
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12, equal_nan=True, msg=name)
@@ -490,32 +490,32 @@ def test_ties_are_broken_identically_by_both_paths():
     labels = torch.tensor([5, 1, 1, 7, 0, 1])
     d = torch.zeros(6, 6)
     for own in (None, torch.arange(6)):
-        fast = metrics._packed_ranked_labels(d, labels, own).long()
-        reference = metrics._ranked_labels(d, labels, own)
+        fast = metrics.fast._packed_ranked_labels(d, labels, own).long()
+        reference = metrics.ranking._ranked_labels(d, labels, own)
         assert torch.equal(fast, reference)
-    assert metrics._packed_ranked_labels(d, labels, None).tolist() == [labels.tolist()] * 6
-    assert metrics._ranked_labels(d, labels, torch.arange(6))[3].tolist() == [5, 1, 1, 0, 1]
+    assert metrics.fast._packed_ranked_labels(d, labels, None).tolist() == [labels.tolist()] * 6
+    assert metrics.ranking._ranked_labels(d, labels, torch.arange(6))[3].tolist() == [5, 1, 1, 0, 1]
     # -0.0 ties with +0.0, and a tie between two infinities keeps gallery order too
     d = torch.tensor([[0.0, -0.0, float("inf"), -1.0, float("inf")]])
     lab = torch.tensor([0, 1, 2, 3, 4])
-    assert metrics._packed_ranked_labels(d, lab, None).tolist() == [[3, 0, 1, 2, 4]]
-    assert metrics._ranked_labels(d, lab, None).tolist() == [[3, 0, 1, 2, 4]]
+    assert metrics.fast._packed_ranked_labels(d, lab, None).tolist() == [[3, 0, 1, 2, 4]]
+    assert metrics.ranking._ranked_labels(d, lab, None).tolist() == [[3, 0, 1, 2, 4]]
 
 
 def test_packed_key_bit_width_limit():
     # 32 of the key's 64 bits hold the distance; gallery index and label share the other 32
-    assert metrics._packed_bits(2**29, 7) == (29, 3)  # 8 emotions: galleries up to 2**29 items
-    assert metrics._packing_fits(2**29, 7) and not metrics._packing_fits(2**29 + 1, 7)
-    assert not metrics._packing_fits(2**29, 8)  # a 9th class needs a 4th label bit
-    assert metrics._packing_fits(2**31, 1)  # polarities: 1 label bit
-    assert metrics._packing_fits(1, 2**32 - 1) and not metrics._packing_fits(2, 2**32 - 1)
+    assert metrics.fast._packed_bits(2**29, 7) == (29, 3)  # 8 emotions: galleries up to 2**29 items
+    assert metrics.fast._packing_fits(2**29, 7) and not metrics.fast._packing_fits(2**29 + 1, 7)
+    assert not metrics.fast._packing_fits(2**29, 8)  # a 9th class needs a 4th label bit
+    assert metrics.fast._packing_fits(2**31, 1)  # polarities: 1 label bit
+    assert metrics.fast._packing_fits(1, 2**32 - 1) and not metrics.fast._packing_fits(2, 2**32 - 1)
     # labels too large to pack beside 5 gallery indices (3 bits): the fast path refuses, clearly
     d = torch.tensor([[0.5, 0.1, 0.5, 0.3, 0.2]])
     big = torch.tensor([2**30, 0, 2**30 - 1, 5, 2**30])
-    assert not metrics._fast_path_applies(d, big)
+    assert not metrics.fast._fast_path_applies(d, big)
     with pytest.raises(ValueError, match="cannot pack 5 gallery indices"):
-        metrics._packed_ranked_labels(d, big, None)
+        metrics.fast._packed_ranked_labels(d, big, None)
     # ... and the reference ranking still serves them
-    assert metrics._ranked_labels(d, big, None).tolist() == [[0, 2**30, 5, 2**30, 2**30 - 1]]
+    assert metrics.ranking._ranked_labels(d, big, None).tolist() == [[0, 2**30, 5, 2**30, 2**30 - 1]]
     # float64 distances always take the reference path (their order needs more than 32 bits)
-    assert not metrics._fast_path_applies(d.double(), torch.tensor([0, 1, 2, 3, 4]))
+    assert not metrics.fast._fast_path_applies(d.double(), torch.tensor([0, 1, 2, 3, 4]))

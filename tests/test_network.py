@@ -12,7 +12,6 @@ from apse.attention import (
     channel_sum,
     class_confidences,
     combine_class_maps,
-    emotion_to_polarity_confidence,
     normalise_map,
     spatial_softmax,
 )
@@ -62,8 +61,6 @@ def test_channel_sum_confidences_and_combination():
     assert torch.allclose(c.sum(1), torch.ones(2))
     assert torch.allclose(combine_class_maps(s, c), c[:, 0, None, None] * s[:, 0] + c[:, 1, None, None] * s[:, 1]
                           + c[:, 2, None, None] * s[:, 2], atol=1e-6)
-    p = emotion_to_polarity_confidence(torch.softmax(torch.randn(4, 8), 1))
-    assert p.shape == (4, 2) and torch.allclose(p.sum(1), torch.ones(4))
 
 
 def _reference_head(head, f, norm):
@@ -327,19 +324,21 @@ def test_gradients_reach_backbone_heads_and_projection():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_parameter_groups_and_freezing():
+def test_parameter_parts_and_freezing():
     torch.manual_seed(0)
     model = APSENet("efficientnet_lite0", pretrained=False, attention="hierarchical", fusion="concat")
-    groups = model.parameter_groups(backbone_lr=1e-4, head_lr=1e-3)
-    assert [g["name"] for g in groups] == ["backbone", "head"] and groups[0]["lr"] == 1e-4
-    ids = [id(p) for g in groups for p in g["params"]]
-    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    groups = [list(model.backbone_parameters()), list(model.head_parameters())]
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))   # backbone + head = all, disjoint
+    heads = {id(p) for p in model.attention_parameters()}
+    assert heads and heads <= {id(p) for p in groups[1]}
     counts = model.num_parameters()
     assert counts["total"] == sum(p.numel() for p in model.parameters())
 
     model.freeze_backbone().train()
     assert not model.backbone.training and model.high_head.training
-    assert [g["name"] for g in model.parameter_groups()] == ["head"]
+    assert not any(p.requires_grad for p in model.backbone_parameters())
+    assert all(p.requires_grad for p in model.head_parameters())
     bn = model.backbone._bn0
     before = bn.running_mean.clone()
     out = model(torch.randn(2, 3, 64, 64))

@@ -1,4 +1,4 @@
-"""apse.plotting.draw_network / draw_clb: the diagrams carry the shapes of the model they are given."""
+"""apse.diagrams.draw_network / draw_clb: the diagrams carry the shapes of the model they are given."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,7 +9,7 @@ import torch  # noqa: E402
 
 from apse.config import TrainConfig  # noqa: E402
 from apse.model import APSENet  # noqa: E402
-from apse.plotting import draw_clb, draw_network, network_shapes  # noqa: E402
+from apse.diagrams import draw_clb, draw_network, network_shapes  # noqa: E402
 
 SIZE = 64  # a small input: conv3 is 8 x 8, conv5 2 x 2 (strides 8 and 32)
 

@@ -129,8 +129,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny, tmp_path, monkeypatch)
 
 
 def test_cached_features_resume_and_cache_reuse(tiny, tmp_path, monkeypatch):
-    from apse import data as apse_data
-    from apse import training
+    from apse import training, training_data
 
     config = tiny_config(tmp_path, cache_features=True, feature_flips=True, epochs=3)
     straight = training.train(config, tiny, tmp_path / "straight", progress=False)
@@ -138,8 +137,8 @@ def test_cached_features_resume_and_cache_reuse(tiny, tmp_path, monkeypatch):
     assert straight["feature_cache"] and (tmp_path / "cache" / straight["feature_cache"]).is_file()
 
     calls = []
-    real = apse_data.extract_features
-    monkeypatch.setattr(apse_data, "extract_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = training_data.extract_features
+    monkeypatch.setattr(training_data, "extract_features", lambda *a, **k: calls.append(1) or real(*a, **k))
     short = training.train(config.replace(epochs=1), tiny, tmp_path / "resumed", progress=False)
     assert calls == []  # same backbone / stages / size / images: the cache file is reused
     assert short["history"][0]["loss"] == straight["history"][0]["loss"]

@@ -30,7 +30,8 @@ from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, REPO_ROOT, r
 from apse.experiments.summary import summarise_experiment, table_info, write_summary
 from apse.experiments.tables import K_FOLDS, Experiment, Variant, get_experiment
 from apse.io import read_json, write_json
-from apse.training import Trainer, _portable_source, portable_config
+from apse.provenance import portable_config, portable_source
+from apse.training import Trainer
 
 __all__ = ["RUNNER_VERSION", "RunSpec", "run_key", "expand", "execute_run", "run_experiment", "load_records",
            "portable_config"]
@@ -133,7 +134,7 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
             results = {"test_metrics": test, "val_metrics": val, "chosen_epoch": 0, "history": [],
                        "data": {"split": {k: len(v) for k, v in trainer.split.items()}},
                        "train_time_s": 0.0, "feature_extraction_s": getattr(trainer, "feature_seconds", None),
-                       "weights_source": _portable_source(
+                       "weights_source": portable_source(
                            str(getattr(trainer.model.backbone, "weights_source", "")))}
         else:
             results = trainer.fit()

@@ -10,7 +10,7 @@ import torch
 
 from apse.io import write_json
 from apse.data.polarity import load_twitter1, open_labelled
-from apse.training import load_model
+from apse.checkpoints import load_model
 from apse.transfer.fi_models import FI_VARIANTS, dataset_features, fi_checkpoint
 from apse.transfer.finetune import FineTune
 from apse.transfer.protocol import small_dataset_protocol

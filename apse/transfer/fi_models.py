@@ -22,8 +22,8 @@ from apse.config import load_config
 from apse.data import (EmotionImageFolder, FeatureDataset, build_transforms, extract_features,
                        locate_dataset)
 from apse.io import atomic_write
-from apse.notebook import cache_root
-from apse.training import dataset_fingerprint, train
+from apse.provenance import cache_root, dataset_fingerprint
+from apse.training import train
 from apse.transfer._shared import REPO_ROOT, print_log, short_hash
 
 __all__ = ["DEFAULT_BASE", "FI_VARIANTS", "FI_TRAINING", "fi_model_config",

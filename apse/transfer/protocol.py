@@ -19,7 +19,7 @@ from apse.data import stratified_kfold
 from apse.emotions import polarity_of
 from apse.evaluation import summarise
 from apse.pooling import l2_normalise
-from apse.training import load_model
+from apse.checkpoints import load_model
 from apse.transfer._shared import labels_tensor, predict_on, print_log, retrieval_scores
 from apse.transfer.fi_models import dataset_features
 from apse.transfer.finetune import FineTune, fine_tune

@@ -25,7 +25,7 @@ from apse.io import read_json, write_json
 from apse.metrics import pairwise_distances
 from apse.data.polarity import load_twitter1, twitter1_label
 from apse.rng import seed_everything
-from apse.training import build_model, load_model
+from apse.checkpoints import build_model, load_model
 from apse.transfer._shared import labels_tensor, print_log, retrieval_scores, short_hash
 from apse.transfer.fi_models import (DEFAULT_BASE, FI_VARIANTS, dataset_features, fi_checkpoint,
                                      state_hash)

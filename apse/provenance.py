@@ -1,0 +1,102 @@
+"""Where a run came from, written so that it means the same on another machine: portable paths
+(the repository, the data root, the cache folder), the dataset fingerprint and the git commit.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+__all__ = ["cache_root", "portable_path", "portable_config", "portable_source", "dataset_fingerprint",
+           "git_commit", "environment"]
+
+
+def dataset_fingerprint(samples: Sequence[tuple[str, int]]) -> str:
+    """Hash of the image list (relative paths, labels, file sizes): keys the feature cache."""
+    h = hashlib.sha256()
+    paths = [Path(p) for p, _ in samples]
+    root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
+    for (p, label), path in zip(samples, paths):
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = -1
+        h.update(f"{path.relative_to(root) if root in path.parents else path}|{label}|{size}\n".encode())
+    return h.hexdigest()
+
+
+def cache_root() -> Path:
+    """apse's cache folder, outside the repository: ``$APSE_CACHE``, else ``~/.cache/apse``."""
+    return Path(os.environ.get("APSE_CACHE", Path.home() / ".cache" / "apse")).expanduser()
+
+
+#: The checkout this package runs from: record paths inside it are kept relative to it.
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable_path(path: str | os.PathLike | None,
+                  data_root: str | os.PathLike | None = None) -> str | None:
+    """Write ``path`` for a record that must mean the same on another machine.
+
+    A relative path is kept as given. An absolute one becomes relative to, in this order: the data
+    root (``"<data>/..."``), the repository (a plain relative path), the apse cache folder
+    (``$APSE_CACHE`` or ``~/.cache/apse``: ``"<cache>/..."``) or the home folder (``"~/..."``);
+    anything else keeps only its name (``"<elsewhere>/NAME"``).
+    """
+    if path is None:
+        return None
+    p = Path(os.fspath(path)).expanduser()
+    if not p.is_absolute():
+        return p.as_posix()
+    p = p.resolve()
+    anchors = [("<data>", data_root)] if data_root is not None else []
+    anchors += [("", _REPO_ROOT), ("<cache>", cache_root()), ("~", Path.home())]
+    for label, base in anchors:
+        base = Path(base).expanduser().resolve()
+        if p == base or base in p.parents:
+            rel = p.relative_to(base).as_posix()
+            return rel if not label else (label if rel == "." else f"{label}/{rel}")
+    return f"<elsewhere>/{p.name}"
+
+
+def portable_config(config: dict[str, Any],
+                    data_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """A config dict (:meth:`TrainConfig.to_dict`) with every absolute path in it
+    (``feature_cache``, a ``pretrained`` weights file) made portable by :func:`portable_path`."""
+    return {k: portable_path(v, data_root) if isinstance(v, str) and os.path.isabs(v) else v
+            for k, v in config.items()}
+
+
+def portable_source(source: str, data_root: str | os.PathLike | None = None) -> str:
+    # weights_source "file:/abs/weights.pth" -> "file:<elsewhere>/weights.pth"; others unchanged
+    if source.startswith("file:"):
+        return "file:" + str(portable_path(source[len("file:"):], data_root))
+    return source
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str | None:
+    """The git commit of the checkout holding ``path`` (default: this package), ``+dirty`` if modified."""
+    where = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        if not commit:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, str | None]:
+    """The versions a run record keeps: torch, python, apse and the git commit of the checkout."""
+    import apse  # the package's own __init__ (its version): imported here, where it is complete
+
+    return {"torch_version": torch.__version__, "python_version": platform.python_version(),
+            "apse_version": getattr(apse, "__version__", None), "git_commit": git_commit()}
