@@ -18,6 +18,9 @@ import os
 import sys
 from pathlib import Path
 
+# Each command imports what it needs inside its function: `python -m apse --help` and argument errors
+# answer at once instead of after torch, torchvision and the models have loaded (seconds).
+
 _EPILOG_MAIN = """\
 examples:
   python -m apse train --config configs/fi-subset-cpu.yaml --data ../shared/data/fi-subset --out runs/cpu

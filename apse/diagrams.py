@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
 from apse.config import TrainConfig
 from apse.model import APSENet
@@ -92,16 +93,12 @@ _DIAGRAM_COLORS = {"input": "#f2f2f2", "stage": "#dbe8f6", "unused": "#f7f7f7", 
 
 
 def _diagram_box(ax, x, y, w, h, text, color, fontsize=8, ls="-", ec="0.35"):
-    from matplotlib.patches import FancyBboxPatch
-
     ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0,rounding_size=0.08",
                                 fc=color, ec=ec, lw=1, ls=ls))
     ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, linespacing=1.25)
 
 
 def _diagram_arrow(ax, start, end, text=None, color="0.35", fontsize=7, offset=(0, 0.12), ls="-"):
-    from matplotlib.patches import FancyArrowPatch
-
     ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color=color, lw=1,
                                  shrinkA=0, shrinkB=0, linestyle=ls))
     if text:
@@ -111,8 +108,6 @@ def _diagram_arrow(ax, start, end, text=None, color="0.35", fontsize=7, offset=(
 
 def _diagram_path(ax, points, color="0.35", ls=":"):
     """A polyline whose last segment is an arrow."""
-    from matplotlib.patches import FancyArrowPatch
-
     for a, b in zip(points[:-2], points[1:-1]):
         ax.plot([a[0], b[0]], [a[1], b[1]], color=color, lw=1, ls=ls)
     ax.add_patch(FancyArrowPatch(points[-2], points[-1], arrowstyle="-|>", mutation_scale=10, color=color,
@@ -232,8 +227,6 @@ def draw_clb(model_or_config=None, image_size: int = 224, ax=None, title: str | 
     (see :func:`draw_network`), or ``None`` for Lite0 with the default CLB. Shapes come from
     :func:`network_shapes`. Returns the figure.
     """
-    from matplotlib.patches import Rectangle
-
     model = _as_apsenet({"backbone": "efficientnet_lite0"} if model_or_config is None else model_or_config)
     if model.fusion != "clb":
         raise ValueError(f"expected a model with fusion='clb', got fusion={model.fusion!r}")

@@ -31,11 +31,15 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
+from PIL import Image, ImageOps
 
 from apse.checkpoints import load_model
+from apse.data import load_rgb
 from apse.emotions import EMOTIONS, POLARITIES, emotion_index, emotion_name, polarity_of
-from apse.plotting import TIER_COLORS, retrieval_tier
+from apse.evaluation import embed_dataset
+from apse.plotting import TIER_COLORS, figure_to_jpeg, retrieval_tier
 from apse.retrieval import RetrievalIndex, SearchResult
 
 __all__ = ["RetrievalExplorer", "index_from_trainer", "load_upload", "UNKNOWN_TIER_COLOR"]
@@ -52,8 +56,6 @@ def index_from_trainer(trainer: Any, part: str = "train") -> RetrievalIndex:
     takes a fraction of a second; the trainer's model is attached to embed query images (paths, PIL
     images) with the run's evaluation transform.
     """
-    from apse.evaluation import embed_dataset
-
     sets = {"train": "gallery_set", "val": "val_set", "test": "test_set"}
     if part not in sets:
         raise ValueError(f"part must be one of {', '.join(sets)}, got {part!r}")
@@ -71,8 +73,6 @@ def index_from_trainer(trainer: Any, part: str = "train") -> RetrievalIndex:
 def load_upload(value: Any):
     """The image of an ipywidgets ``FileUpload`` value (ipywidgets 8: a tuple of dicts with ``content``;
     ipywidgets 7: a dict name -> dict), or of raw bytes, as an RGB PIL image; None when nothing is uploaded."""
-    from PIL import Image
-
     if value is None or (hasattr(value, "__len__") and len(value) == 0):
         return None
     item = value
@@ -255,10 +255,6 @@ class RetrievalExplorer:
     # ------------------------------------------------------------------ drawing
     def thumbnail(self, image: Any):
         """A small square RGB thumbnail (PIL) of a path (cached) or a PIL image."""
-        from PIL import ImageOps
-
-        from apse.data import load_rgb
-
         size = (self.thumb_size, self.thumb_size)
         if not isinstance(image, (str, os.PathLike)):
             return ImageOps.fit(image.convert("RGB"), size)
@@ -275,8 +271,6 @@ class RetrievalExplorer:
         framed by tier. ``label``: the query's emotion when it is not a gallery image (without it,
         such results get grey frames)."""
         import matplotlib.pyplot as plt
-        import numpy as np
-
         k = self.k if k is None else int(k)
         results = self.search(query, k)
         label = self._label(query, label)
@@ -336,8 +330,6 @@ class RetrievalExplorer:
         import ipywidgets as W
         import matplotlib.pyplot as plt
         from IPython.display import Image as IPyImage, display
-
-        from apse.plotting import figure_to_jpeg
 
         emotion = W.Dropdown(options=["all", *EMOTIONS], value="all", description="emotion")
         picker = W.Dropdown(options=self.query_options(), value=0, description="query",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -35,8 +36,13 @@ from typing import Callable, TypeVar
 
 import torch
 
-from apse.provenance import cache_root
-from apse.rng import seed_everything
+from apse import training
+from apse.checkpoints import CHECKPOINT_NAME, MODEL_NAME, load_model
+from apse.config import load_config
+from apse.data import EmotionImageFolder, build_transforms, load_rgb, locate_dataset
+from apse.io import atomic_directory
+from apse.provenance import cache_root, dataset_fingerprint, portable_path
+from apse.rng import rng_states, seed_everything, set_rng_states
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODES = {"cpu": "fi-subset-cpu.yaml", "gpu": "fi-resnet50.yaml", "smoke": "fi-resnet50.yaml"}
@@ -61,8 +67,6 @@ _TRAINED_FORMAT = 1  # part of the cache key: bump when what trained_apse trains
 def trained_model_key(config, dataset) -> str:
     """Cache key of a trained model: a hash of the configuration (every field but where the features
     are cached) and of the images (:func:`apse.training.dataset_fingerprint`)."""
-    from apse.provenance import dataset_fingerprint
-
     fields = {k: v for k, v in config.to_dict().items() if k != "feature_cache"}
     blob = json.dumps({"v": _TRAINED_FORMAT, "config": fields,
                        "data": dataset_fingerprint(dataset.samples)}, sort_keys=True, default=str)
@@ -82,8 +86,6 @@ def train_cached(config, dataset, *, cache: str | os.PathLike | None = None, pro
     happened (None: silent). The random state of ``random``, numpy and torch is left as it was, so
     that what a notebook draws next does not depend on whether the model was in the cache.
     """
-    from apse.rng import rng_states, set_rng_states
-
     models = Path(cache) if cache is not None else cache_root() / "models"
     key = trained_model_key(config, dataset)
     states = rng_states()  # training reseeds, building draws: leave the caller's random state alone
@@ -94,10 +96,6 @@ def train_cached(config, dataset, *, cache: str | os.PathLike | None = None, pro
 
 
 def _train_or_load(config, dataset, models: Path, key: str, progress: bool, log):
-    from apse.io import atomic_directory
-    from apse.checkpoints import CHECKPOINT_NAME, MODEL_NAME, load_model
-    from apse.provenance import portable_path
-    from apse.training import train
 
     final = models / key
     where = portable_path(final)
@@ -105,7 +103,7 @@ def _train_or_load(config, dataset, models: Path, key: str, progress: bool, log)
         t0 = time.time()
 
         def fill(tmp: Path) -> None:
-            train(config, dataset, tmp, overwrite=True, progress=progress)
+            training.train(config, dataset, tmp, overwrite=True, progress=progress)
             (tmp / CHECKPOINT_NAME).unlink(missing_ok=True)  # the resumable state: not needed here
 
         atomic_directory(final, fill, done=MODEL_NAME)  # another process may finish first: keep its
@@ -140,8 +138,6 @@ class NotebookSettings:
 
     def config(self):
         """The mode's :class:`~apse.config.TrainConfig` (smoke: the gpu one with SMOKE_OVERRIDES)."""
-        from apse.config import load_config
-
         config = load_config(self.config_path)
         if self.mode == "smoke":
             config = config.replace(**SMOKE_OVERRIDES)
@@ -153,8 +149,6 @@ class NotebookSettings:
         """The images the mode trains on, as an :class:`~apse.data.EmotionImageFolder`: the folder
         :func:`apse.data.locate_dataset` finds (``$APSE_DATA``, else the FI subset), or in the smoke
         mode its first SMOKE_IMAGES_PER_EMOTION images of each emotion."""
-        from apse.data import EmotionImageFolder, locate_dataset
-
         folder = EmotionImageFolder(locate_dataset(path))
         if self.mode == "smoke":
             folder = folder.first_per_emotion(SMOKE_IMAGES_PER_EMOTION)
@@ -168,8 +162,6 @@ class NotebookSettings:
         end; smoke shrunk to one batch)."""
         if self.mode != "cpu":
             return self.config()
-        from apse.config import load_config
-
         config = load_config(REPO_ROOT / "configs" / FINETUNE_CPU_CONFIG)
         return config.replace(epochs=min(config.epochs, FINETUNE_NOTEBOOK_EPOCHS))
 
@@ -188,8 +180,6 @@ def attention_on(model, config, paths):
     evaluation transform of ``config``: resize, centre crop, the backbone's normalisation), on the
     CPU, without gradients. ``output`` is the :class:`~apse.model.APSEOutput` (attention maps,
     confidences)."""
-    from apse.data import build_transforms, load_rgb
-
     model = model.cpu().eval()
     tf = build_transforms(False, image_size=config.image_size, resize=config.resize,
                           mean=tuple(model.backbone.mean), std=tuple(model.backbone.std))
@@ -201,8 +191,6 @@ def attention_on(model, config, paths):
 def significant(x: float, digits: int = 2) -> float:
     """``x`` rounded to ``digits`` significant digits: what a checked output may print of a float32
     result, whose last digits change with the CPU, the BLAS build and the thread count."""
-    import math
-
     if x == 0 or not math.isfinite(x):
         return x
     return round(x, digits - 1 - math.floor(math.log10(abs(x))))

@@ -21,12 +21,16 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from apse.backbones import IMAGENET_MEAN, IMAGENET_STD
 from apse.checkpoints import load_model
+from apse.data import EmotionImageFolder, build_transforms
 from apse.emotions import EMOTIONS, POLARITIES, polarity_of
+from apse.evaluation import embed_dataset
 from apse.io import atomic_save, read_apse_file
+from apse.metrics import pairwise_distances
 
 __all__ = ["RetrievalIndex", "SearchResult"]
 
@@ -104,9 +108,6 @@ class RetrievalIndex:
                 pass the checkpoint's config values, as ``apse index`` does).
             checkpoint: path recorded in the index so a later process can embed query images.
         """
-        from apse.data import EmotionImageFolder, build_transforms
-        from apse.evaluation import embed_dataset
-
         image_size = int(image_size or 224)
         resize = int(resize) if resize else int(round(image_size * 256 / 224))  # the papers' 256/224 ratio
         backbone = getattr(getattr(model, "module", model), "backbone", None)
@@ -169,8 +170,6 @@ class RetrievalIndex:
                 raise ValueError(f"query embedding must have {self.dim} dimensions, got {query.shape[0]}")
             return query.float().cpu()
         if isinstance(query, (str, os.PathLike)):
-            from PIL import Image
-
             qpath = Path(query)
             if not qpath.is_file():
                 raise FileNotFoundError(f"query image not found: {qpath}")
@@ -180,8 +179,6 @@ class RetrievalIndex:
             except Exception as exc:
                 raise ValueError(f"cannot read image {qpath}: {exc}") from None
         if not torch.is_tensor(query):  # a PIL image
-            from apse.data import build_transforms
-
             tf = build_transforms(False, image_size=self.image_size, resize=self.resize, mean=self.mean, std=self.std)
             query = tf(query.convert("RGB") if hasattr(query, "convert") else query)
         if query.ndim != 3 or query.shape[0] != 3:
@@ -211,8 +208,6 @@ class RetrievalIndex:
             sq, idx = self._faiss_index.search(queries.numpy(), k)
             # IndexFlatL2 returns squared distances
             return torch.as_tensor(sq).clamp_min(0).sqrt(), torch.as_tensor(idx, dtype=torch.long)
-        from apse.metrics import pairwise_distances
-
         dist = pairwise_distances(queries, self.embeddings)
         order = torch.sort(dist, dim=1, stable=True).indices[:, :k]  # stable: ties in gallery order
         return dist.gather(1, order), order
