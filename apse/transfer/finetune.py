@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from apse.data import BalancedBatchSampler, FeatureDataset, stratified_split
-from apse.emotions import POLARITIES, polarity_labels
-from apse.losses import attention_loss, build_loss
+from apse.emotions import POLARITIES
+from apse.losses import APSEObjective, attention_loss, build_loss, loss_entry
 from apse.rng import derived_seed, seed_everything
 from apse.transfer._shared import labels_tensor, predict_on, retrieval_scores
 
@@ -106,12 +106,11 @@ def fine_tune(model: nn.Module, fi_config, features, labels, train_idx: Sequence
                 head.requires_grad_(False)
         emb_loss = None
     else:
-        kwargs = dict(fi_config.loss_options)
-        if fi_config.embedding_loss_name() == "gep":
-            kwargs.setdefault("beta", fi_config.beta)
-        emb_loss = build_loss(fi_config.embedding_loss_name(),
-                              embedding_dim=fi_config.embedding_dim, **kwargs)
+        entry = loss_entry(fi_config.loss)
+        kwargs = {**{key: getattr(fi_config, key) for key in entry.config_keys}, **fi_config.loss_options}
+        emb_loss = build_loss(entry.name, embedding_dim=fi_config.embedding_dim, **kwargs)
     use_att = net.attention != "none"
+    objective = None if emb_loss is None else APSEObjective(emb_loss, use_att, s.lam)
     params = [p for p in net.parameters() if p.requires_grad]
     if emb_loss is not None:
         params += [p for p in emb_loss.parameters() if p.requires_grad]
@@ -148,12 +147,8 @@ def fine_tune(model: nn.Module, fi_config, features, labels, train_idx: Sequence
                 if use_att and out.polarity_confidence is not None:
                     loss = s.lam * loss + (1 - s.lam) * attention_loss(out.polarity_confidence, y)
             else:
-                loss = emb_loss(out.embedding, y, out.polarity_confidence, out.emotion_confidence)
-                terms = out.attention_terms() if use_att else []
-                if terms:
-                    att = sum(attention_loss(c, polarity_labels(y) if lv == "polarity" else y)
-                              for lv, c in terms)
-                    loss = s.lam * loss + (1 - s.lam) * att
+                loss = objective(out.embedding, y, out.polarity_confidence, out.emotion_confidence,
+                                 out.attention_terms())[0]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"fine-tuning loss became {float(loss)} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
