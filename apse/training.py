@@ -58,7 +58,7 @@ from apse.data import FeatureDataset
 from apse.distributed import device_description, init_distributed, resolve_device
 from apse.evaluation import GatheredBatches, evaluate_split, leave_one_out
 from apse.io import atomic_save, atomic_write_text, json_safe
-from apse.losses import APSEObjective, build_loss, loss_entry
+from apse.losses import APSEObjective, TrainStep, build_loss, loss_entry
 from apse.progress import progress_bar
 from apse.metrics import higher_is_better
 from apse.provenance import dataset_fingerprint, environment, portable_config, portable_path, portable_source
@@ -76,36 +76,6 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
 
-# ---------------------------------------------------------------------------------------------------
-# small utilities
-# ---------------------------------------------------------------------------------------------------
-# ---------------------------------------------------------------------------------------------------
-# the loss computation as one module (so DistributedDataParallel also syncs a loss's own weights)
-# ---------------------------------------------------------------------------------------------------
-class TrainStep(nn.Module):
-    """Model + objective: ``forward(inputs, labels) -> (total, L_emb, L_att)``.
-
-    ``inputs`` are images, or a dict stage -> feature map in cached-feature mode. The objective is
-    :class:`apse.losses.APSEObjective` (``lam L_emb + (1 - lam) L_att``, ICCV Eq. 10, when the
-    attention loss is used). One module, so that DistributedDataParallel also syncs a loss's weights.
-    """
-
-    def __init__(self, model: nn.Module, objective: APSEObjective):
-        super().__init__()
-        self.model, self.objective = model, objective
-
-    def forward(self, inputs, labels: torch.Tensor):
-        out = self.model(inputs)  # images, or a dict stage -> cached map: APSENet takes both
-        # Losses in float32 even under autocast: logs/exps of similarities are precision-sensitive.
-        f32 = lambda t: None if t is None else t.float()  # noqa: E731
-        return self.objective(out.embedding.float(), labels, f32(out.polarity_confidence),
-                              f32(out.emotion_confidence),
-                              [(level, conf.float()) for level, conf in out.attention_terms()])
-
-
-# ---------------------------------------------------------------------------------------------------
-# data preparation
-# ---------------------------------------------------------------------------------------------------
 def build_optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
     """The config's optimiser over ``params`` (a list of tensors or of parameter groups) at ``lr``."""
     if config.optimizer == "sgd":

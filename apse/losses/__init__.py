@@ -15,7 +15,7 @@ from apse.losses.baselines import (ArcFaceLoss, BinomialDevianceLoss, CenterLoss
 from apse.losses.functional import (apse_objective, attention_loss, ep_loss, generate_negatives, gep_loss,
                                     inter_polarity_loss, intra_polarity_loss, npair_loss, split_into_tuples,
                                     wep_loss, wep_weights)
-from apse.losses.objective import APSEObjective
+from apse.losses.objective import APSEObjective, TrainStep
 from apse.losses.registry import ALIASES, LOSS_NAMES, LOSSES, LossEntry, build_loss, loss_entry, register_loss
 from apse.losses.tuples import EPLoss, GEPLoss, NPairLoss, WEPLoss
 
@@ -25,5 +25,5 @@ __all__ = [
     "NPairLoss", "EPLoss", "WEPLoss", "GEPLoss", "SoftmaxLoss", "ContrastiveLoss", "TripletLoss",
     "CenterLoss", "BinomialDevianceLoss", "ArcFaceLoss", "SphereFaceLoss", "FastAPLoss",
     "SoftTripleLoss", "YangLoss", "build_loss", "register_loss", "loss_entry", "LossEntry", "LOSSES",
-    "ALIASES", "LOSS_NAMES", "APSEObjective",
+    "ALIASES", "LOSS_NAMES", "APSEObjective", "TrainStep",
 ]
