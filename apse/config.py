@@ -1,6 +1,11 @@
 """Training configuration: one dataclass, loaded from YAML and adjusted with ``key=value`` overrides.
 
-:class:`TrainConfig` is the only place a training run's settings live. Its defaults are the papers'
+:class:`TrainConfig` is the only place a training run's settings live, in one section per concern:
+:class:`ModelConfig` (APSENet's arguments), :class:`LossConfig`, :class:`OptimConfig`,
+:class:`ImageConfig`, :class:`RunConfig` and :class:`ProtocolConfig`, joined into one flat dataclass
+(so that YAML files, ``key=value`` overrides and stored configs stay one mapping of names to values;
+``config.section("model")`` gives one on its own). Choices are checked against the modules that own
+them: registered backbones, losses, fusions and metrics, the model's switches. Its defaults are the papers'
 protocol (spec, "Training and evaluation protocol"): ResNet-50 pretrained on ImageNet, SGD with
 lr 1e-3, momentum 0.9, weight decay 5e-4, lr x0.1 every 40 epochs, 100 epochs, batches of 8 emotions
 x 4 images, 256 px resize and 224 px crops, the GEP loss plus the attention loss with lambda = 0.5.
@@ -38,7 +43,6 @@ Frozen or fine-tuned backbone:
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import types
 import typing
@@ -51,7 +55,7 @@ from apse.backbones import STAGES, backbone_names
 from apse.fusion import FUSIONS
 from apse.losses import ALIASES, LOSSES, loss_entry
 from apse.metrics import metric_names
-from apse.model import ATTENTIONS, LOW_ATTENTIONS, APSENet
+from apse.model import ATTENTIONS, LOW_ATTENTIONS
 from apse.pooling import REDUCTIONS
 
 #: Optimisers :func:`apse.training.build_optimizer` builds.
@@ -65,10 +69,9 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class TrainConfig:
-    """Every setting of a training run (see the module docstring for the loss switches)."""
+class ModelConfig:
+    """The network: :class:`apse.model.APSENet`'s keyword arguments, one field each (a test checks it)."""
 
-    # --- model (apse.model.APSENet) ---
     backbone: str = "resnet50"                 # a registered backbone (apse.backbones.register_backbone)
     pretrained: Union[bool, str] = True        # True = ImageNet weights, False = random, or a weights file
     low_stage: str = "conv3"                   # low level of the hierarchy (spec: conv3 = layer2)
@@ -84,14 +87,22 @@ class TrainConfig:
     clb_reduce_high: str = "auto"              # same for the high level
     clb_reduction: str = "linear"              # "linear" | "bn_relu" (see apse.pooling)
 
-    # --- loss ---
+
+@dataclass
+class LossConfig:
+    """The objective: the embedding loss by name, and the attention loss beside it."""
+
     loss: str = "apse"                         # a registered loss (apse.losses); "apse" = GEP + attention loss
     lam: float = 0.5                           # L = lam * L_emb + (1 - lam) * L_att
     attention_loss: Optional[bool] = None      # None = automatic (see module docstring)
     beta: Optional[float] = None               # GEP beta; None = adaptive beta_ij = exp(-w_ij)
     loss_options: dict = field(default_factory=dict)   # further build_loss keyword arguments
 
-    # --- optimisation ---
+
+@dataclass
+class OptimConfig:
+    """The optimiser, its learning rates and schedule, the batches and the fine-tuning switches."""
+
     optimizer: str = "sgd"
     lr: float = 1e-3
     attention_lr: Optional[float] = None       # lr of the attention heads' 1x1 convs; None = lr
@@ -110,11 +121,19 @@ class TrainConfig:
     batches_per_epoch: Optional[int] = None    # None = one pass over the training images
     grad_clip: Optional[float] = None          # max gradient norm; None = no clipping (the papers')
 
-    # --- images ---
+
+@dataclass
+class ImageConfig:
+    """Image sizes: resize, then crop."""
+
     image_size: int = 224                      # crop size
     resize: int = 256                          # images are resized to resize x resize first
 
-    # --- run ---
+
+@dataclass
+class RunConfig:
+    """How a run executes: seed, device, feature cache, precision, workers."""
+
     seed: int = 0
     device: str = "auto"                       # "auto" = CUDA when available, else CPU
     cache_features: bool = False               # frozen backbone: train the head on cached stage maps
@@ -126,7 +145,11 @@ class TrainConfig:
     num_workers: int = 2                       # DataLoader workers in image mode
     batch_size_eval: int = 64                  # batch size for embedding evaluation sets
 
-    # --- protocol ---
+
+@dataclass
+class ProtocolConfig:
+    """The evaluation protocol: the split or fold, the test protocol, the validation metric."""
+
     split: str = "80/5/15"                     # train/val/test percentages (FI protocol)
     split_seed: int = 0
     folds: Optional[int] = None                # k of a k-fold protocol (None = random split)
@@ -134,6 +157,15 @@ class TrainConfig:
     protocol: str = "auto"                     # test protocol: "split" | "loo"; auto = loo for folds
     eval_every: int = 1                        # validate every n epochs (and after the last)
     select_on: str = "mAP8"                    # validation metric that chooses the epoch
+
+
+# The sections are joined by inheritance: a dataclass lists its bases' fields first, deepest base
+# first, so the reversed order below keeps the fields (and so to_dict, YAML files and run keys) in the
+# order model, loss, optimisation, images, run, protocol.
+@dataclass
+class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfig, ModelConfig):
+    """Every setting of a training run, one section per concern (see the module docstring for the loss
+    switches); :meth:`section` gives one section on its own, e.g. ``config.section("model")``."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -247,9 +279,9 @@ class TrainConfig:
         return value
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`apse.model.APSENet` for this config: every APSENet keyword is a
-        config field of the same name (a test checks it), two of them stored as text here."""
-        kwargs = {name: getattr(self, name) for name in _model_keywords()}
+        """Keyword arguments of :class:`apse.model.APSENet`: the model section (whose fields are
+        APSENet's keywords, a test checks it), with the two stored as text here converted."""
+        kwargs = {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
         kwargs.update(clb_reduce_low=self.model_kwargs_value("clb_reduce_low"),
                       clb_reduce_high=self.model_kwargs_value("clb_reduce_high"),
                       attention_temperature=self.temperature_value())
@@ -289,9 +321,22 @@ class TrainConfig:
             raise ConfigError(_unknown_message(unknown[0]))
         return cls(**dict(data))
 
+    def section(self, name: str):
+        """The ``model``, ``loss``, ``optim``, ``image``, ``run`` or ``protocol`` settings as their own
+        dataclass (:class:`ModelConfig`, ...), e.g. to pass the model's to :class:`apse.model.APSENet`."""
+        cls = SECTIONS.get(name)
+        if cls is None:
+            raise ConfigError(f"unknown config section {name!r}; the sections are: {', '.join(SECTIONS)}")
+        return cls(**{f.name: getattr(self, f.name) for f in fields(cls)})
+
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed (validated)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+#: The config's sections by name.
+SECTIONS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "image": ImageConfig, "run": RunConfig,
+            "protocol": ProtocolConfig}
 
 
 def load_config(path: str | os.PathLike) -> TrainConfig:
@@ -342,11 +387,6 @@ def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...])
 def loss_names() -> tuple[str, ...]:
     """Values of ``loss``: the method's name ``"apse"`` (GEP + attention loss) and every registered loss."""
     return (*ALIASES, *LOSSES)
-
-
-@functools.lru_cache(maxsize=None)
-def _model_keywords() -> tuple[str, ...]:
-    return tuple(inspect.signature(APSENet).parameters)
 
 
 @functools.lru_cache(maxsize=None)
@@ -446,4 +486,5 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = ["TrainConfig", "ConfigError", "load_config", "apply_overrides", "loss_names", "OPTIMIZERS",
-           "PROTOCOLS"]
+           "PROTOCOLS", "SECTIONS", "ModelConfig", "LossConfig", "OptimConfig", "ImageConfig", "RunConfig",
+           "ProtocolConfig"]

@@ -77,11 +77,19 @@ class ConcatFusion(nn.Linear):
         super().__init__(low_channels + high_channels, embedding_dim, bias=False)
         self.normalise = normalise
 
-    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    def pooled(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """The concatenated GAPs (each l2-normalised when ``normalise``), before the linear map."""
         pooled = [global_average_pool(low), global_average_pool(high)]
         if self.normalise:
             pooled = [l2_normalise(p) for p in pooled]
-        return l2_normalise(super().forward(torch.cat(pooled, dim=1)))
+        return torch.cat(pooled, dim=1)
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The linear map alone (no bias), before the final l2 normalisation."""
+        return super().forward(pooled)
+
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        return l2_normalise(self.project(self.pooled(low, high)))
 
 
 class SingleFusion(nn.Linear):
@@ -90,8 +98,12 @@ class SingleFusion(nn.Linear):
     def __init__(self, low_channels: int, high_channels: int, embedding_dim: int):
         super().__init__(high_channels, embedding_dim, bias=False)
 
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The linear map alone (no bias), before the final l2 normalisation."""
+        return super().forward(pooled)
+
     def forward(self, low: torch.Tensor | None, high: torch.Tensor) -> torch.Tensor:
-        return l2_normalise(super().forward(global_average_pool(high)))
+        return l2_normalise(self.project(global_average_pool(high)))
 
 
 register_fusion("clb", lambda c_low, c_high, dim, **options: CrossLevelBilinear(c_low, c_high, dim, **options),

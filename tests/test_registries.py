@@ -3,6 +3,7 @@ score like the built-in ones, each option list has one owner, and the config's m
 APSENet's keywords."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import re
@@ -13,8 +14,8 @@ import torch
 from torch import nn
 
 from apse import metrics
-from apse.backbones import BACKBONE_REGISTRY, Backbone, build_backbone, register_backbone
-from apse.config import ConfigError, TrainConfig
+from apse.backbones import BACKBONE_REGISTRY, Backbone, register_backbone
+from apse.config import SECTIONS, ConfigError, ModelConfig, TrainConfig
 from apse.fusion import FUSIONS, build_fusion, register_fusion
 from apse.losses import LOSSES, build_loss, register_loss
 from apse.model import APSENet
@@ -125,11 +126,21 @@ def test_apse_is_an_alias_of_gep_and_build_loss_takes_module_names_only():
         build_loss("apse")
 
 
-def test_every_apsenet_keyword_is_a_config_field_with_the_same_default():
+def test_the_model_section_is_apsenets_keywords_with_the_same_defaults():
     signature = inspect.signature(APSENet).parameters
+    assert sorted(f.name for f in dataclasses.fields(ModelConfig)) == sorted(signature)
     kwargs = TrainConfig().model_kwargs()
-    assert list(kwargs) == list(signature)
     assert {k: v for k, v in kwargs.items()} == {k: p.default for k, p in signature.items()}
+
+
+def test_the_sections_partition_the_config_in_its_field_order():
+    names = [f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)]
+    assert names == [f.name for f in dataclasses.fields(TrainConfig)]
+    config = TrainConfig(loss="npair", lr=0.05, folds=5, fold=2)
+    assert config.section("loss").loss == "npair" and config.section("optim").lr == 0.05
+    assert config.section("protocol").fold == 2 and isinstance(config.section("model"), ModelConfig)
+    with pytest.raises(ConfigError, match="unknown config section"):
+        config.section("weights")
 
 
 def test_a_fusion_module_keeps_its_weights_under_fuse():
