@@ -115,7 +115,8 @@ def throughput(session: Session, backbone: str, smoke: bool) -> None:
 def finetune(session: Session, data: Path, smoke: bool, max_folds: int) -> None:
     from apse.config import load_config
     from apse.data import EmotionImageFolder
-    from apse.experiments import Experiment, Variant, _Context, execute_run, expand
+    from apse.experiments import Experiment, Variant, execute_run, expand
+    from apse.experiments.runner import _Context
     from apse.notebook import SMOKE_IMAGES_PER_EMOTION
 
     started = time.time()
