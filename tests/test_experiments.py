@@ -394,3 +394,18 @@ def test_only_folds_runs_just_those_folds(tmp_path):
     assert seen == [3, 4, 0, 1, 2]                     # the other folds, 3 and 4 from the cache
     with pytest.raises(ValueError, match="only_folds"):
         ex.run_experiment("core", results_dir=tmp_path, execute=execute, only_folds=[5])
+
+
+def test_a_regime_reads_its_own_cached_runs_and_leaves_their_files_alone(tmp_path):
+    # lambda trains the APSE + GEP run that beta then reuses; run again, lambda must find its own file
+    # (results/lambda-finetune/runs) first, not rewrite it as a copy of beta's
+    calls = []
+    for name in ("lambda", "beta"):
+        ex.run_experiment(name, folds=1, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None,
+                          regime="finetune")
+    own = sorted((tmp_path / "lambda-finetune" / "runs").glob("*.json"))
+    before = {p: p.read_bytes() for p in own}
+    assert not any("reused_from" in json.loads(b) for b in before.values())
+    out = ex.run_experiment("lambda", folds=1, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None,
+                            regime="finetune")
+    assert out["ran"] == 0 and {p: p.read_bytes() for p in own} == before

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs = expand(exp, load_config(args.config), folds=args.folds, seeds=args.seeds,
                            overrides={"device": "cpu", **regime_overrides(args.regime), **overrides})
             for s in specs:
-                hit = _find_cached(Path(args.results), s)
+                hit = _find_cached(Path(args.results), s, args.regime)
                 print(f"{n}: {s.filename}  {'cached' if hit else 'to run'}")
             continue
         if n == "figures":

@@ -169,8 +169,9 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------
 # caching and the experiment loop
 # ----------------------------------------------------------------------------------------------------
-def _find_cached(results_dir: Path, spec: RunSpec) -> Path | None:
-    own = results_dir / spec.experiment / "runs" / spec.filename
+def _find_cached(results_dir: Path, spec: RunSpec, regime: str = "frozen") -> Path | None:
+    # the run's own file first (in its regime's folder), so a cached run is not rewritten as a copy
+    own = results_dir / regime_dir(spec.experiment, regime) / "runs" / spec.filename
     if own.is_file():
         return own
     # the same run may have been done by another experiment (e.g. APSE + GEP in every table)
@@ -229,7 +230,7 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
     out_dir = results_dir / regime_dir(name, regime)
     for i, spec in enumerate(specs, 1):
         path = out_dir / "runs" / spec.filename
-        found = None if force else _find_cached(results_dir, spec)
+        found = None if force else _find_cached(results_dir, spec, regime)
         record = read_json(found) if found else None
         if record is not None and record.get("key") == spec.key and record.get("test_metrics"):
             if found != path:  # produced by another experiment: keep a copy here, say where it came from
