@@ -58,7 +58,7 @@ from apse.data import FeatureDataset
 from apse.distributed import device_description, init_distributed, resolve_device
 from apse.evaluation import GatheredBatches, evaluate_split, leave_one_out
 from apse.io import atomic_save, atomic_write_text, json_safe
-from apse.losses import APSEObjective, TrainStep, build_loss, loss_entry
+from apse.losses import APSEObjective, TrainStep, build_configured_loss, loss_entry
 from apse.progress import progress_bar
 from apse.metrics import higher_is_better
 from apse.provenance import dataset_fingerprint, environment, portable_config, portable_path, portable_source
@@ -192,9 +192,8 @@ class Trainer:
     def _build_loss(self) -> None:
         cfg = self.config
         entry = loss_entry(cfg.loss)
-        kwargs = {**{key: getattr(cfg, key) for key in entry.config_keys}, **cfg.loss_options}
         try:
-            self.loss_fn = build_loss(entry.name, embedding_dim=cfg.embedding_dim, **kwargs).to(self.device)
+            self.loss_fn = build_configured_loss(cfg).to(self.device)
         except TypeError as exc:
             raise ConfigError(f"loss_options do not fit loss {entry.name!r}: {exc}") from None
         if getattr(self.loss_fn, "needs_confidences", False) and not self.has_heads:

@@ -17,7 +17,7 @@ from apse.losses.baselines import (ArcFaceLoss, BinomialDevianceLoss, CenterLoss
                                    SoftmaxLoss, SoftTripleLoss, SphereFaceLoss, TripletLoss, YangLoss)
 from apse.losses.tuples import EPLoss, GEPLoss, NPairLoss, WEPLoss
 
-__all__ = ["LossEntry", "LOSSES", "ALIASES", "register_loss", "build_loss", "loss_entry", "LOSS_NAMES"]
+__all__ = ["LossEntry", "LOSSES", "ALIASES", "register_loss", "build_loss", "build_configured_loss", "loss_entry", "LOSS_NAMES"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,15 @@ def build_loss(name: str, embedding_dim: int = 512, **kwargs) -> nn.Module:
         raise ValueError(f"unknown loss {name!r}; valid names are: {', '.join(LOSSES)}")
     entry = LOSSES[key]
     return entry.cls(embedding_dim=embedding_dim, **kwargs) if entry.takes_embedding_dim else entry.cls(**kwargs)
+
+
+def build_configured_loss(config) -> nn.Module:
+    """The loss a training config names (``config.loss``, an alias resolved), built with its
+    ``embedding_dim``, the config fields its entry takes (GEP: ``beta``) and ``loss_options``
+    (which win over those fields)."""
+    entry = loss_entry(config.loss)
+    kwargs = {**{key: getattr(config, key) for key in entry.config_keys}, **config.loss_options}
+    return build_loss(entry.name, embedding_dim=config.embedding_dim, **kwargs)
 
 
 register_loss("npair", NPairLoss)

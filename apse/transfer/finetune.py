@@ -18,7 +18,7 @@ from torch import nn
 
 from apse.data import BalancedBatchSampler, FeatureDataset, stratified_split
 from apse.emotions import POLARITIES
-from apse.losses import APSEObjective, attention_loss, build_loss, loss_entry
+from apse.losses import APSEObjective, attention_loss, build_configured_loss
 from apse.rng import derived_seed, seed_everything
 from apse.transfer._shared import labels_tensor, predict_on, retrieval_scores
 
@@ -106,9 +106,7 @@ def fine_tune(model: nn.Module, fi_config, features, labels, train_idx: Sequence
                 head.requires_grad_(False)
         emb_loss = None
     else:
-        entry = loss_entry(fi_config.loss)
-        kwargs = {**{key: getattr(fi_config, key) for key in entry.config_keys}, **fi_config.loss_options}
-        emb_loss = build_loss(entry.name, embedding_dim=fi_config.embedding_dim, **kwargs)
+        emb_loss = build_configured_loss(fi_config)
     use_att = net.attention != "none"
     objective = None if emb_loss is None else APSEObjective(emb_loss, use_att, s.lam)
     params = [p for p in net.parameters() if p.requires_grad]
