@@ -38,7 +38,6 @@ gives each rank a disjoint share of every epoch's balanced batches; only rank 0 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -57,7 +56,7 @@ from apse.config import ConfigError, TrainConfig, load_config
 from apse.data import FeatureDataset
 from apse.distributed import device_description, init_distributed, resolve_device
 from apse.evaluation import GatheredBatches, evaluate_split, leave_one_out
-from apse.io import atomic_save, atomic_write_text, json_safe
+from apse.io import atomic_save, json_safe, write_json
 from apse.losses import APSEObjective, TrainStep, build_configured_loss, loss_entry
 from apse.progress import progress_bar
 from apse.metrics import higher_is_better
@@ -466,7 +465,7 @@ class Trainer:
                           "epoch": self.best["epoch"], "val_metrics": self.best["metrics"], "test_metrics": test,
                           "weights_source": results["weights_source"], "apse_version": results["apse_version"]},
                          self.out_dir / MODEL_NAME)
-            atomic_write_text(json.dumps(json_safe(results), indent=2) + "\n", self.out_dir / RESULTS_NAME)
+            write_json(self.out_dir / RESULTS_NAME, json_safe(results), indent=2)
         return results
 
     def close(self) -> None:

@@ -8,7 +8,6 @@ backbone computes a new one instead of reusing a stale one.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import time
@@ -24,6 +23,7 @@ from apse.data import (EmotionImageFolder, FeatureDataset, build_transforms, ext
 from apse.io import atomic_write
 from apse.provenance import cache_root, dataset_fingerprint
 from apse.training import train
+from apse.training_data import with_transform
 from apse.transfer._shared import REPO_ROOT, print_log, short_hash
 
 __all__ = ["DEFAULT_BASE", "FI_VARIANTS", "FI_TRAINING", "fi_model_config",
@@ -111,8 +111,7 @@ def dataset_features(dataset, model: nn.Module, config, *,
         return FeatureDataset.load(path)
     tf = build_transforms(False, image_size=config.image_size, resize=config.resize,
                           mean=tuple(backbone.mean), std=tuple(backbone.std))
-    clone = copy.copy(dataset)
-    clone.transform = tf
+    clone = with_transform(dataset, tf)
     log(f"[features] extracting {'+'.join(stages)} of {len(dataset)} images -> {path}")
     t0 = time.time()
     feats = extract_features(backbone, clone, stages, batch_size=32, flips=flips, progress=progress)
