@@ -169,7 +169,7 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------
 # caching and the experiment loop
 # ----------------------------------------------------------------------------------------------------
-def _find_cached(results_dir: Path, spec: RunSpec, regime: str = "frozen") -> Path | None:
+def _find_cached(results_dir: Path, spec: RunSpec, regime: str) -> Path | None:
     # the run's own file first (in its regime's folder), so a cached run is not rewritten as a copy
     own = results_dir / regime_dir(spec.experiment, regime) / "runs" / spec.filename
     if own.is_file():

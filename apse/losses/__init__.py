@@ -16,8 +16,8 @@ from apse.losses.functional import (apse_objective, attention_loss, ep_loss, gen
                                     inter_polarity_loss, intra_polarity_loss, npair_loss, split_into_tuples,
                                     wep_loss, wep_weights)
 from apse.losses.objective import APSEObjective, TrainStep
-from apse.losses.registry import (ALIASES, LOSS_NAMES, LOSSES, LossEntry, build_configured_loss, build_loss, loss_entry,
-                                  register_loss)
+from apse.losses.registry import (ALIASES, LOSS_NAMES, LOSSES, LossEntry, build_configured_loss, build_loss,
+                                  loss_entry, register_loss)
 from apse.losses.tuples import EPLoss, GEPLoss, NPairLoss, WEPLoss
 
 __all__ = [
@@ -25,6 +25,6 @@ __all__ = [
     "generate_negatives", "gep_loss", "attention_loss", "split_into_tuples", "apse_objective",
     "NPairLoss", "EPLoss", "WEPLoss", "GEPLoss", "SoftmaxLoss", "ContrastiveLoss", "TripletLoss",
     "CenterLoss", "BinomialDevianceLoss", "ArcFaceLoss", "SphereFaceLoss", "FastAPLoss",
-    "SoftTripleLoss", "YangLoss", "build_loss", "build_configured_loss", "register_loss", "loss_entry", "LossEntry", "LOSSES",
-    "ALIASES", "LOSS_NAMES", "APSEObjective", "TrainStep",
+    "SoftTripleLoss", "YangLoss", "build_loss", "build_configured_loss", "register_loss", "loss_entry",
+    "LossEntry", "LOSSES", "ALIASES", "LOSS_NAMES", "APSEObjective", "TrainStep",
 ]

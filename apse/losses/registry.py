@@ -17,7 +17,8 @@ from apse.losses.baselines import (ArcFaceLoss, BinomialDevianceLoss, CenterLoss
                                    SoftmaxLoss, SoftTripleLoss, SphereFaceLoss, TripletLoss, YangLoss)
 from apse.losses.tuples import EPLoss, GEPLoss, NPairLoss, WEPLoss
 
-__all__ = ["LossEntry", "LOSSES", "ALIASES", "register_loss", "build_loss", "build_configured_loss", "loss_entry", "LOSS_NAMES"]
+__all__ = ["LossEntry", "LOSSES", "ALIASES", "register_loss", "build_loss", "build_configured_loss", "loss_entry",
+           "LOSS_NAMES"]
 
 
 @dataclass(frozen=True)
