@@ -1,4 +1,7 @@
-"""Command line: ``python -m apse train | evaluate | index | search`` (also the ``apse`` console script).
+"""Command line: ``python -m apse train | evaluate | index | search | data`` (also the ``apse`` script).
+
+``data`` (fetch, list and verify the book's data sets) is :mod:`apse.data.cli`, with its own exit
+statuses (``python -m apse data --help``).
 
 User errors (missing files, bad config keys or values, unknown emotion folders) end with one line on
 stderr and exit code 2; a diverging run ends with one line and exit code 1. Set ``APSE_DEBUG=1`` for
@@ -45,7 +48,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="apse", description="APSE (Attention-aware Polarity Sensitive Embedding) for affective image "
                                  "retrieval: train, evaluate, index and search.",
         epilog=_EPILOG_MAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,index,search}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,index,search,data}")
     sub.required = True
 
     p = sub.add_parser("train", help="train a model (writes OUT/model.pt and OUT/results.json)",
@@ -113,6 +116,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     p.add_argument("--checkpoint", help="model to embed the query (default: the one the index was built with)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    # `apse data ...` parses its own arguments (apse.data.cli), so its options and help live there.
+    p = sub.add_parser("data", add_help=False,
+                       help="fetch, list and verify the book's data sets (apse data --help)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -238,11 +246,21 @@ def _cmd_search(args) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "index": _cmd_index, "search": _cmd_search}
+def _cmd_data(args) -> int:
+    from apse.data import cli
+
+    return cli.main(args.rest)
+
+
+_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "index": _cmd_index, "search": _cmd_search,
+             "data": _cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m apse`` and the ``apse`` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["data"]:  # its own parser: `apse data --help` must reach it
+        return _cmd_data(argparse.Namespace(rest=argv[1:]))
     parser = _build_parser()
     args = parser.parse_args(argv)
     from apse.config import ConfigError

@@ -39,7 +39,7 @@ import numpy as np
 from apse.data.images import (
     CHECKS, CorruptImageError, ImageFileDataset, _check_decode, _check_header, is_image_file,
 )
-from apse.data.locate import usual_places
+from apse.data.locate import check_complete, not_found_hint, usual_places
 from apse.emotions import EMOTIONS, NUM_EMOTIONS, POLARITIES, polarity_of
 
 __all__ = ["LEVELS", "LabelledImages", "open_labelled", "locate_twitter1", "load_twitter1",
@@ -338,9 +338,10 @@ def locate_twitter1(path: str | os.PathLike | None = None) -> Path:
         env = os.environ.get("APSE_DATA")
         candidates = ([Path(env).expanduser() / "twitter1"] if env else []) + list(usual_places("twitter1"))
     for c in candidates:
-        if (c / "labels.csv").is_file():
-            return c
-    raise FileNotFoundError("Twitter I not found (a folder with labels.csv); looked in: "
+        if (c / "labels.csv").is_file() or (c / ".apse-download").is_dir():
+            return check_complete(c, "twitter1")
+    raise FileNotFoundError("Twitter I not found (a folder with labels.csv). "
+                            + not_found_hint("twitter1") + " Looked in: "
                             + "; ".join(map(str, candidates))
                             + f". The dataset is from {TWITTER1_REFERENCE}.")
 
