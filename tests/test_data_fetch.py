@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+import apse.data
 import apse.data.fetch as fetch_module
 import apse.data.locate
 from apse.data import cli
@@ -295,6 +296,12 @@ def test_the_command_line_exit_codes_and_base_url_variable(tiny, tmp_path, monke
     assert cli.main(["list"]) == 0
     assert str(tmp_path / "sets" / "tiny") in capsys.readouterr().out
     assert cli.main(["get", "no-such-set"]) == 2
+    # The notebooks' call: apse.data.get, into $APSE_DATA by default; it fetches only the file
+    # removed above, and a second call nothing.
+    mirror.log.clear()
+    assert apse.data.get("tiny", progress=False) == tmp_path / "sets" / "tiny"
+    assert mirror.log == [_served(source, source.files[4].path)]
+    assert apse.data.get("tiny", progress=False) and len(mirror.log) == 1
 
 
 def test_not_found_names_the_fetch_command_first(tmp_path, monkeypatch):

@@ -12,6 +12,9 @@ One module per job; every public name is importable from ``apse.data`` itself. W
   not the papers' order).
 - :mod:`apse.data.locate`: :func:`locate_dataset` finds a dataset from an explicit path, ``$APSE_DATA``
   or the usual places.
+- :mod:`apse.data.sources` and :mod:`apse.data.fetch`: the book's three public data sets (FI subset,
+  Twitter I, FlickrLDL) as pinned GitHub commits plus shipped manifests, and :func:`get`, which
+  downloads and verifies one (``python -m apse data get NAME``, :mod:`apse.data.cli`).
 - :mod:`apse.data.splits`: :func:`stratified_split` (FI: random 80 / 5 / 15), :func:`stratified_kfold`
   (IAPSa, ArtPhoto, Abstract: 5-fold) and :func:`save_split` / :func:`load_split`, which store *file
   names*, so a run can be repeated exactly even when the folder listing changes ("Training and
@@ -29,6 +32,7 @@ One module per job; every public name is importable from ``apse.data`` itself. W
 """
 from apse.backbones import IMAGENET_MEAN, IMAGENET_STD
 from apse.data.features import FeatureDataset, extract_features
+from apse.data.fetch import get
 from apse.data.folder import EmotionImageFolder
 from apse.data.images import IMAGE_EXTENSIONS, CorruptImageError, DataWarning, is_image_file, load_rgb
 from apse.data.locate import FI_REQUEST, locate_dataset
@@ -38,7 +42,7 @@ from apse.data.transforms import build_transforms
 
 __all__ = [
     "CorruptImageError", "DataWarning", "EmotionImageFolder", "FeatureDataset", "BalancedBatchSampler",
-    "build_transforms", "extract_features", "is_image_file", "load_rgb", "load_split", "locate_dataset",
+    "build_transforms", "extract_features", "get", "is_image_file", "load_rgb", "load_split", "locate_dataset",
     "save_split", "stratified_kfold", "stratified_split",
     # constants that were importable from the single apse.data module
     "FI_REQUEST", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",

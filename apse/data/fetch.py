@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from apse.data.locate import default_data_root
 from apse.data.sources import (DEFAULT_BASE_URL, INCOMPLETE, WORK_DIR, DataSource, FileEntry,
-                               sha256_file)
+                               get_source, sha256_file)
 from apse.io import atomic_write, atomic_write_text
 from apse.progress import progress_bar
 
 __all__ = ["BASE_URL_ENV", "EXIT_CODES", "DestinationError", "DownloadError", "FetchError",
-           "FetchResult", "VerificationError", "base_url", "fetch"]
+           "FetchResult", "VerificationError", "base_url", "fetch", "get"]
 
 #: The environment variable naming a mirror laid out as ``{owner}/{repo}/{commit}/{path}``.
 BASE_URL_ENV = "APSE_DATA_BASE_URL"
@@ -334,3 +335,16 @@ def fetch(source: DataSource, root: str | os.PathLike, *, url: str | None = None
     if not loader.rejected.exists():  # rejected bytes stay for the user to look at
         shutil.rmtree(loader.work, ignore_errors=True)
     return result
+
+
+def get(name: str, dest: str | os.PathLike | None = None, **options) -> Path:
+    """Fetch the data set ``name`` (``fi-subset``, ``twitter1``, ``flickrldl``) and return its folder.
+
+    It lands in ``dest/name``; ``dest`` defaults to where :func:`apse.data.locate_dataset` looks
+    first (``$APSE_DATA``, else ``<repo>/data`` in a checkout, else ``~/.local/share/apse``).
+    ``options`` go to :func:`fetch` (``url``, ``jobs``, ``retries``, ``progress``). A second call
+    checks the files and fetches nothing.
+    """
+    source = get_source(name)
+    root = Path(dest).expanduser() if dest is not None else default_data_root()
+    return fetch(source, root / source.name, **options).root
