@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import sys
+import textwrap
 import threading
 import time
 import urllib.error
@@ -268,7 +269,8 @@ def fetch(source: DataSource, root: str | os.PathLike, *, url: str | None = None
     t0 = time.time()
     root = Path(root).expanduser()
     loader = _Downloader(source, root, base_url(url), retries, backoff, timeout)
-    print(f"{source.name}: {source.title}\n{source.licence}", file=out, flush=True)
+    print(f"{source.name}: {source.title}\n" + textwrap.fill(source.licence, 79), file=out,
+          flush=True)
     _prepare(root, loader.work)
     result = FetchResult(source.name, root)
     todo: list[FileEntry] = []
@@ -288,7 +290,9 @@ def fetch(source: DataSource, root: str | os.PathLike, *, url: str | None = None
                                f"{need / 1e6:.0f} MB more, {free / 1e6:.0f} MB are free")
     failures: list[tuple[str, str]] = []
     unreachable: str | None = None
-    bar = progress_bar(desc=source.name, total=len(source.files), unit="file", enabled=progress)
+    # A bar on a terminal; elsewhere no bar, and the caller's summary line is the set's one line.
+    bar = progress_bar(desc=source.name, total=len(source.files), unit="file", enabled=progress,
+                       line=False)
     bar.update(len(result.present))
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="apse-fetch")
     try:
