@@ -2,7 +2,7 @@
 
 Sources (both in ``../shared/papers``):
 
-* ICCV 2019: Yao, She, Zhao, Liang, Lai, Cheng, "Attention-aware Polarity Sensitive Embedding for
+* ICCV 2019: Yao, She, Zhao, Liang, Lai, Yang, "Attention-aware Polarity Sensitive Embedding for
   Affective Image Retrieval" (``apse-iccv2019.md``): Table 1 (FI retrieval) and Table 2 (ablation).
   The markdown tables are clean; they are transcribed as printed.
 * IEEE TMM 2020, the journal version with the GEP loss (``apse-tmm2020.txt``, a PDF-to-text
