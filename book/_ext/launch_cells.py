@@ -55,7 +55,7 @@ def data_sets(nb: dict) -> list[str]:
 
 def setup_source(url: str, branch: str, sets: list[str]) -> str:
     """The first cell's code: a no-op outside Colab (lines within 79 characters)."""
-    fetch = (f"    for name in {sets!r}:\n"
+    fetch = (f"    for name in {json.dumps(sets)}:\n"
              f"        subprocess.run([sys.executable, \"-m\", \"apse\", \"data\", \"get\", name],\n"
              f"                       check=True, cwd=CLONE)\n") if sets else ""
     return (
@@ -68,16 +68,17 @@ def setup_source(url: str, branch: str, sets: list[str]) -> str:
         "    import os\n"
         "    import subprocess\n"
         "\n"
-        f"    REPO, BRANCH = {url!r}, {branch!r}\n"
-        f"    CLONE = {CLONE!r}\n"
+        f"    REPO, BRANCH = {json.dumps(url)}, {json.dumps(branch)}\n"
+        f"    CLONE = {json.dumps(CLONE)}\n"
         "    if not os.path.isdir(CLONE):\n"
         "        subprocess.run([\"git\", \"clone\", \"-q\", \"--depth\", \"1\", \"-b\", BRANCH,\n"
         "                        REPO, CLONE], check=True)\n"
-        "    # [book]: the notebooks' own needs; Colab's torch and Jupyter stay as they are.\n"
+        "    # [book]: what the notebooks import beyond apse's own requirements.\n"
         "    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"-e\",\n"
         "                    CLONE + \"[book]\"], check=True)\n"
         f"{fetch}"
-        "    sys.path.insert(0, CLONE)  # the editable install is seen from the next kernel\n"
+        "    # An editable install is seen by the next kernel; this one needs the path.\n"
+        "    sys.path.insert(0, CLONE)\n"
         "    os.chdir(CLONE + \"/book\")\n"
     )
 
