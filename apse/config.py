@@ -5,7 +5,9 @@
 :class:`ImageConfig`, :class:`RunConfig` and :class:`ProtocolConfig`, joined into one flat dataclass
 (so that YAML files, ``key=value`` overrides and stored configs stay one mapping of names to values;
 ``config.section("model")`` gives one on its own). Choices are checked against the modules that own
-them: registered backbones, losses, fusions and metrics, the model's switches. Its defaults are the papers'
+them: registered backbones, losses, fusions and metrics, the model's switches; a backbone or loss name
+is read by its registry's own lookup (``"lite0"``, ``"GEP"``: aliases and case as the registry takes
+them) and stored as the registry spells it (``"efficientnet_lite0"``, ``"gep"``). Its defaults are the papers'
 protocol (spec, "Training and evaluation protocol"): ResNet-50 pretrained on ImageNet, SGD with
 lr 1e-3, momentum 0.9, weight decay 5e-4, lr x0.1 every 40 epochs, 100 epochs, batches of 8 emotions
 x 4 images, 256 px resize and 224 px crops, the GEP loss plus the attention loss with lambda = 0.5.
@@ -48,12 +50,13 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from apse.attention import MASK_SCALES, NORMS
-from apse.backbones import STAGES, backbone_names
+from apse.backbones import STAGES, backbone_names, canonical_backbone
 from apse.fusion import FUSIONS
 from apse.losses import ALIASES, LOSSES, loss_entry
+from apse.losses.registry import canonical_loss
 from apse.metrics import metric_names
 from apse.model import ATTENTIONS, LOW_ATTENTIONS
 from apse.pooling import REDUCTIONS
@@ -176,8 +179,9 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
         types_ = _field_types()
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), types_[f.name]))
-        # every list of names is read from the module that owns it (registries for what can be added)
-        _choice("backbone", self.backbone, backbone_names())
+        # every list of names is read from the module that owns it (registries for what can be added);
+        # a registered name is read by its registry's own lookup (aliases, case) and stored as it answers
+        self.backbone = _registered("backbone", self.backbone, canonical_backbone, backbone_names())
         _choice("attention", self.attention, ATTENTIONS)
         _choice("low_attention", self.low_attention, LOW_ATTENTIONS)
         _choice("clb_reduction", self.clb_reduction, REDUCTIONS)
@@ -191,7 +195,7 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
             raise ConfigError(f"low_stage ({self.low_stage}) must not be deeper than high_stage ({self.high_stage})")
         _choice("attention_norm", self.attention_norm, NORMS)
         _choice("attention_mask_scale", self.attention_mask_scale, MASK_SCALES)
-        _choice("loss", self.loss, loss_names())
+        self.loss = _registered("loss", self.loss, canonical_loss, loss_names())
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("protocol", self.protocol, PROTOCOLS)
         _choice("select_on", self.select_on, metric_names())
@@ -403,6 +407,15 @@ def _unknown_message(key: str) -> str:
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _registered(name: str, value: Any, lookup: Callable[[str], str], choices: tuple[str, ...]) -> str:
+    """``value`` as the registry's ``lookup`` spells it (``"lite0"`` -> ``"efficientnet_lite0"``,
+    ``"GEP"`` -> ``"gep"``): the config takes exactly the names its registry takes."""
+    try:
+        return lookup(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}") from None
 
 
 def _is_dict_type(tp: Any) -> bool:

@@ -171,3 +171,33 @@ def test_each_option_list_is_written_in_one_module(literal):
                    if re.search(r"[(\[]\s*" + re.escape(literal), p.read_text()))
     owner = OWNERS[literal]
     assert found == ([owner] if owner else []), f"{literal} is written in {found}"
+
+
+def test_the_config_takes_every_name_its_registry_takes_and_stores_the_canonical_one():
+    """Issue #24: the config checks a backbone or loss name with the registry's own lookup (aliases and
+    case as the registry reads them), and stores the name the registry gives back, so that to_dict(),
+    YAML and run keys hold one spelling per choice; a canonical name is stored (and keyed) unchanged."""
+    from apse.backbones import canonical_backbone
+    from apse.config import load_config
+    from apse.experiments import DEFAULT_BASE, run_key
+    from apse.losses import loss_entry
+
+    for alias in ("lite0", "LITE0", "efficientnet-lite0", "Lite1"):
+        canonical_backbone(alias)  # the registry takes it ...
+        cfg = TrainConfig(backbone=alias)  # ... and so does the config
+        assert cfg.backbone == canonical_backbone(alias) and cfg.to_dict()["backbone"] == cfg.backbone
+    for name in ("GEP", " Wep ", "APSE", "NPair"):
+        loss_entry(name)
+        cfg = TrainConfig(loss=name)
+        assert cfg.loss == name.strip().lower() and cfg.embedding_loss_name() == loss_entry(name).name
+    assert TrainConfig(loss="APSE").loss == "apse"  # the method's name is kept (not rewritten to "gep")
+    aliased = TrainConfig(backbone="lite0", loss="GEP")
+    canonical = TrainConfig(backbone="efficientnet_lite0", loss="gep")
+    assert aliased == canonical and run_key(aliased.to_dict(), 0, 0) == run_key(canonical.to_dict(), 0, 0)
+    # canonical names keep their keys (the defaults, the papers' ResNet-50 + apse, and the CPU base file)
+    assert run_key(TrainConfig().to_dict(), 0, 0) == run_key(TrainConfig(backbone="resnet50", loss="apse")
+                                                             .to_dict(), 0, 0)
+    assert run_key(load_config(DEFAULT_BASE).to_dict(), 0, 0) == "31dda4dfc1df"
+    for key, value in (("backbone", "lite9"), ("loss", "gepp")):
+        with pytest.raises(ConfigError, match=f"{key} must be one of"):
+            TrainConfig(**{key: value})

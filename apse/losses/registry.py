@@ -18,7 +18,7 @@ from apse.losses.baselines import (ArcFaceLoss, BinomialDevianceLoss, CenterLoss
 from apse.losses.tuples import EPLoss, GEPLoss, NPairLoss, WEPLoss
 
 __all__ = ["LossEntry", "LOSSES", "ALIASES", "register_loss", "build_loss", "build_configured_loss", "loss_entry",
-           "LOSS_NAMES"]
+           "canonical_loss", "LOSS_NAMES"]
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,21 @@ def register_loss(name: str, cls: Callable[..., nn.Module] | None = None, *, tak
     return add if cls is None else add(cls)
 
 
+def canonical_loss(name: str) -> str:
+    """The registered spelling of ``name``, a loss or an alias (any case, spaces around tolerated):
+    ``"GEP"`` -> ``"gep"``, ``"APSE"`` -> ``"apse"`` (an alias stays itself: it names the method);
+    ValueError naming the valid ones otherwise. The one name rule of the losses: the config and
+    :func:`loss_entry` and :func:`build_loss` all read names through it."""
+    key = str(name).strip().lower()
+    if key not in LOSSES and key not in ALIASES:
+        raise ValueError(f"unknown loss {name!r}; valid names are: {', '.join((*ALIASES, *LOSSES))}")
+    return key
+
+
 def loss_entry(name: str) -> LossEntry:
     """The entry of ``name`` (an alias resolves to its loss); ValueError naming the valid ones."""
-    key = str(name).strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid names are: {', '.join(LOSSES)}")
-    return LOSSES[key]
+    key = canonical_loss(name)
+    return LOSSES[ALIASES.get(key, key)]
 
 
 def build_loss(name: str, embedding_dim: int = 512, **kwargs) -> nn.Module:
@@ -71,8 +79,11 @@ def build_loss(name: str, embedding_dim: int = 512, **kwargs) -> nn.Module:
     ``embedding_dim`` is passed to the losses that own weights (softmax, center, arcface,
     sphereface, softtriple, yang) and ignored by the others.
     """
-    key = str(name).strip().lower()
-    if key not in LOSSES:
+    try:
+        key = canonical_loss(name)
+    except ValueError:
+        key = None
+    if key not in LOSSES:  # an alias is refused too: it names a method (apse = GEP + attention loss)
         raise ValueError(f"unknown loss {name!r}; valid names are: {', '.join(LOSSES)}")
     entry = LOSSES[key]
     return entry.cls(embedding_dim=embedding_dim, **kwargs) if entry.takes_embedding_dim else entry.cls(**kwargs)
