@@ -409,3 +409,45 @@ def test_a_regime_reads_its_own_cached_runs_and_leaves_their_files_alone(tmp_pat
     out = ex.run_experiment("lambda", folds=1, results_dir=tmp_path, execute=_stub(calls), log=lambda m: None,
                             regime="finetune")
     assert out["ran"] == 0 and {p: p.read_bytes() for p in own} == before
+
+
+@pytest.mark.parametrize("regime", ex.REGIMES)
+def test_figures_train_the_runners_config_of_their_regime(tmp_path, monkeypatch, regime):
+    """Issue #24: ``python -m apse.experiments figures --regime finetune`` trained the frozen regime (its
+    config was built without the regime). Each figure's model is trained with the config the runner
+    gives the same variant, fold, seed and regime; the figures of a regime go to its own folder."""
+    import importlib
+
+    figures = importlib.import_module("apse.experiments.figures")
+
+    class Stop(Exception):
+        pass
+
+    class Context:
+        def __init__(self, data):
+            self.dataset = None
+
+    trained, runner = {}, {}
+
+    class Trainer:  # records the config of the first figure model, then stops before any training
+        def __init__(self, cfg, dataset, out, progress=False):
+            trained["config"] = cfg
+            raise Stop
+
+    def execute(spec, ctx):  # the runner's config for the same run, recorded the same way
+        runner[spec.variant.name] = spec.config
+        raise Stop
+
+    monkeypatch.setattr(figures, "Trainer", Trainer)
+    monkeypatch.setattr(figures, "_Context", Context)
+    with pytest.raises(Stop):
+        ex.main(["figures", "--regime", regime, "--results", str(tmp_path), "--epochs", "3"])
+    first = ex.get_experiment("figures").variants[0].name
+    with pytest.raises(Stop):
+        ex.run_experiment("figures", folds=1, results_dir=tmp_path, execute=execute, regime=regime,
+                          overrides={"epochs": 3}, only=[first], log=lambda m: None)
+    assert trained["config"] == runner[first], (
+        f"figures --regime {regime}: cache_features={trained['config'].cache_features}, "
+        f"image_size={trained['config'].image_size}; the runner's: cache_features="
+        f"{runner[first].cache_features}, image_size={runner[first].image_size}")
+    assert (tmp_path / ex.regime_dir("figures", regime)).is_dir()

@@ -14,7 +14,7 @@ import torch
 
 from apse.config import apply_overrides, load_config
 from apse.experiments.figures import make_figures
-from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, REGIMES, regime_overrides
+from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, REGIMES, regime_overrides, run_overrides
 from apse.experiments.runner import _find_cached, expand, run_experiment
 from apse.experiments.summary import write_index
 from apse.experiments.tables import EXPERIMENTS, ORDER, get_experiment
@@ -79,14 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             exp = get_experiment(n)
             specs = expand(exp, load_config(args.config), folds=args.folds, seeds=args.seeds,
-                           overrides={"device": "cpu", **regime_overrides(args.regime), **overrides})
+                           overrides=run_overrides(args.regime, overrides))
             for s in specs:
                 hit = _find_cached(Path(args.results), s, args.regime)
                 print(f"{n}: {s.filename}  {'cached' if hit else 'to run'}")
             continue
         if n == "figures":
             make_figures(results_dir=args.results, base=args.config, data=args.data, overrides=overrides,
-                         command=command)
+                         command=command, regime=args.regime)
             continue
         run_experiment(n, folds=args.folds, seeds=args.seeds, force=args.force, results_dir=args.results,
                        base=args.config, data=args.data, overrides=overrides, command=command,

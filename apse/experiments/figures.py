@@ -2,7 +2,8 @@
 
 :func:`make_figures` trains N-pair and APSE (GEP) on the training folds of one held-out fold, draws
 each figure with one small function below, and writes ``results/figures/`` (``figures.json``,
-``summary.md`` and the PNGs). Thumbnails and quantised PNGs keep the files small.
+``summary.md`` and the PNGs; ``results/figures-<regime>/`` in another training regime, whose configs
+are the runner's). Thumbnails and quantised PNGs keep the files small.
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from apse.config import load_config
 from apse.data import build_transforms, load_rgb
 from apse.emotions import emotion_name, polarity_of
 from apse.evaluation import embed_dataset
-from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS
-from apse.experiments.runner import _Context, _round
-from apse.experiments.summary import BACKBONE_LABEL, DATASET_LABEL
+from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, regime_dir, run_overrides
+from apse.experiments.runner import _Context, _round, expand
+from apse.experiments.summary import DATASET_LABEL, backbone_label
 from apse.experiments.tables import K_FOLDS, Experiment, get_experiment
 from apse.io import write_json
 from apse.metrics import pairwise_distances
@@ -50,20 +51,23 @@ def _top_k(query_emb, gallery_emb, k: int):
     return torch.sort(d, dim=1, stable=True).indices[:, :k]
 
 
-def _train(experiment: Experiment, base_cfg, run_overrides: dict, dataset, fold: int, seed: int,
+def _train(experiment: Experiment, base_cfg, overrides: dict, dataset, fold: int, seed: int,
            log: Callable[[str], None]) -> dict[str, dict]:
-    """Train each variant of ``experiment`` on the training folds of ``fold``; per variant its trainer,
-    config, gallery and held-out embeddings, test metrics and chosen epoch."""
+    """Train each variant of ``experiment`` on the training folds of ``fold``, with the config the runner
+    gives that run (:func:`~apse.experiments.runner.expand`, ``overrides`` from :func:`run_overrides`:
+    the regime's included); per variant its trainer, config, gallery and held-out embeddings, test
+    metrics and chosen epoch."""
     trained = {}
-    for variant in experiment.variants:
-        cfg = base_cfg.replace(**{**experiment.overrides, **variant.overrides, **run_overrides, "folds": K_FOLDS,
-                                  "fold": fold, "seed": seed, "protocol": "split"})
+    for spec in expand(experiment, base_cfg, folds=fold + 1, seeds=(seed,), overrides=overrides):
+        if spec.fold != fold:
+            continue
+        variant, cfg = spec.variant, spec.config
         log(f"[figures] training {variant.name} on the training folds of fold {fold} ...")
         trainer = Trainer(cfg, dataset, None, progress=False)
         results = trainer.fit()
         gallery, _ = embed_dataset(trainer.model, trainer.gallery_set, progress=False)
         queries, _ = embed_dataset(trainer.model, trainer.test_set, progress=False)
-        trained[variant.name] = dict(trainer=trainer, config=cfg, gallery=gallery, queries=queries,
+        trained[variant.name] = dict(spec=spec, trainer=trainer, config=cfg, gallery=gallery, queries=queries,
                                      test_metrics=results["test_metrics"], chosen_epoch=results["chosen_epoch"])
         log(f"    test mAP8 {results['test_metrics']['mAP8']:.4f}  mAP2 {results['test_metrics']['mAP2']:.4f}")
     return trained
@@ -179,7 +183,7 @@ def _summary_lines(title: str, s: dict, npair_run: dict, apse_run: dict, n_queri
         s["opposite_polarity_in_top3_all_queries"]
     fold, seed, cfg = s["fold"], s["seed"], apse_run["config"]
     return [f"# {title}", "",
-            f"- Dataset: **{DATASET_LABEL}**; backbone: **{BACKBONE_LABEL}**; image size "
+            f"- Dataset: **{DATASET_LABEL}**; backbone: **{s['backbone']}**; image size "
             f"{cfg.image_size} px; held-out fold {fold} of {K_FOLDS}; seed {seed}; epochs "
             f"{cfg.epochs} (epoch chosen on the validation part: N-pair {npair_run['chosen_epoch']}, "
             f"APSE {apse_run['chosen_epoch']}).",
@@ -204,8 +208,11 @@ def _summary_lines(title: str, s: dict, npair_run: dict, apse_run: dict, n_queri
 
 def make_figures(*, results_dir: str | os.PathLike = DEFAULT_RESULTS, base: str | os.PathLike = DEFAULT_BASE,
                  data: str | None = None, overrides: dict | None = None, fold: int = 0, seed: int = 0,
-                 n_queries: int = 4, command: str | None = None, log: Callable[[str], None] = print) -> dict:
-    """Train N-pair and APSE (GEP) on the training folds of ``fold`` and draw, for held-out queries:
+                 n_queries: int = 4, command: str | None = None, log: Callable[[str], None] = print,
+                 regime: str = "frozen") -> dict:
+    """Train N-pair and APSE (GEP) on the training folds of ``fold`` in training ``regime`` (as the
+    runner trains them; a regime other than "frozen" writes ``results/figures-<regime>/``) and draw, for
+    held-out queries:
 
     * ``attention_maps.png``: image, polarity-specific (low) and emotion-specific (high) attention map
       of APSE (TMM Fig. 7) for ``n_queries`` held-out images;
@@ -224,11 +231,11 @@ def make_figures(*, results_dir: str | os.PathLike = DEFAULT_RESULTS, base: str 
 
     t_start = time.time()
     results_dir = Path(results_dir)
-    out_dir = results_dir / "figures"
+    out_dir = results_dir / regime_dir("figures", regime)
     out_dir.mkdir(parents=True, exist_ok=True)
     experiment = get_experiment("figures")
     dataset = _Context(data).dataset
-    trained = _train(experiment, load_config(base), {"device": "cpu", **(overrides or {})}, dataset, fold, seed, log)
+    trained = _train(experiment, load_config(base), run_overrides(regime, overrides), dataset, fold, seed, log)
     apse_run, npair_run = trained["apse-gep"], trained["npair"]
     trainer = apse_run["trainer"]
     samples = dataset.samples
@@ -262,7 +269,8 @@ def make_figures(*, results_dir: str | os.PathLike = DEFAULT_RESULTS, base: str 
         return os.path.relpath(samples[i][0], dataset.root) if hasattr(dataset, "root") else samples[i][0]
 
     summary = {
-        "dataset": DATASET_LABEL, "backbone": BACKBONE_LABEL, "fold": fold, "seed": seed,
+        "dataset": DATASET_LABEL, "backbone": backbone_label([run["spec"] for run in trained.values()]),
+        "fold": fold, "seed": seed,
         "epochs": apse_run["config"].epochs, "image_size": apse_run["config"].image_size,
         "test_metrics": {k: _round(v["test_metrics"], 4) for k, v in trained.items()},
         "chosen_epoch": {k: v["chosen_epoch"] for k, v in trained.items()},

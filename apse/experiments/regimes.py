@@ -11,7 +11,7 @@ from typing import Any
 from apse.config import load_config
 
 __all__ = ["REPO_ROOT", "DEFAULT_BASE", "DEFAULT_RESULTS", "FINETUNE_CONFIG", "REGIMES", "REGIME_KEYS",
-           "regime_overrides", "regime_dir", "split_regime_dir"]
+           "regime_overrides", "run_overrides", "regime_dir", "split_regime_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = REPO_ROOT / "configs" / "fi-subset-cpu.yaml"
@@ -45,6 +45,13 @@ def regime_overrides(regime: str) -> dict[str, Any]:
                     "lr_step": ft["probe_epochs"] + 1, "lr_gamma": ft["lr_gamma"]}
         return {k: ft[k] for k in REGIME_KEYS}
     raise ValueError(f"unknown regime {regime!r}; valid: {', '.join(REGIMES)}")
+
+
+def run_overrides(regime: str = "frozen", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What every run of an experiment in ``regime`` changes after the experiment's and the variant's
+    own overrides: the CPU, the regime's overrides, then ``overrides`` (the command line's). The one
+    recipe of the runner, the figures, the reports and the command line (``expand(..., overrides=...)``)."""
+    return {"device": "cpu", **regime_overrides(regime), **(overrides or {})}
 
 
 def regime_dir(name: str, regime: str = "frozen") -> str:

@@ -26,7 +26,7 @@ from apse.config import load_config
 from apse.data import EmotionImageFolder, locate_dataset
 from apse.evaluation import attention_report
 from apse.experiments.extras import EXTRAS
-from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, REPO_ROOT, regime_dir, regime_overrides
+from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, REPO_ROOT, regime_dir, run_overrides
 from apse.experiments.summary import summarise_experiment, table_info, write_summary
 from apse.experiments.tables import K_FOLDS, Experiment, Variant, get_experiment
 from apse.io import read_json, write_json
@@ -211,7 +211,6 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
     experiment = get_experiment(name)
     results_dir = Path(results_dir)
     base_cfg = load_config(base)
-    run_overrides = {"device": "cpu", **regime_overrides(regime), **(overrides or {})}
     if only:
         unknown = sorted(set(only) - {v.name for v in experiment.variants})
         if unknown:
@@ -219,7 +218,7 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
                              f"{', '.join(v.name for v in experiment.variants)}")
         experiment = dataclasses.replace(experiment, variants=tuple(v for v in experiment.variants
                                                                     if v.name in only))
-    specs = expand(experiment, base_cfg, folds=folds, seeds=seeds, k=k, overrides=run_overrides)
+    specs = expand(experiment, base_cfg, folds=folds, seeds=seeds, k=k, overrides=run_overrides(regime, overrides))
     if only_folds is not None:
         if not set(only_folds) <= set(range(k)):
             raise ValueError(f"only_folds must lie in 0..{k - 1}, got {sorted(only_folds)}")
@@ -289,7 +288,7 @@ def load_records(name: str, results_dir: str | os.PathLike = DEFAULT_RESULTS, *,
                 found = {int(x) for row in csv.DictReader(fh) for x in (row.get("seeds") or "").split()}
             seeds = sorted(found) or [0]
     specs = expand(get_experiment(name), load_config(base), folds=folds, seeds=seeds,
-                   overrides={"device": "cpu", **regime_overrides(regime)})
+                   overrides=run_overrides(regime))
     records = []
     for spec in specs:
         record = read_json(results_dir / folder / "runs" / spec.filename)
