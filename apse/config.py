@@ -12,6 +12,11 @@ protocol (spec, "Training and evaluation protocol"): ResNet-50 pretrained on Ima
 lr 1e-3, momentum 0.9, weight decay 5e-4, lr x0.1 every 40 epochs, 100 epochs, batches of 8 emotions
 x 4 images, 256 px resize and 224 px crops, the GEP loss plus the attention loss with lambda = 0.5.
 
+A YAML file may hold only what differs from another: ``base: other.yaml`` (relative to its folder)
+reads that file first, then the file's own keys over it (:func:`load_config`; :func:`config_delta`
+gives those keys alone: ``configs/fi-subset-finetune-cpu.yaml`` is the fine-tuning regime on
+``configs/fi-subset-cpu.yaml``).
+
 A config round-trips through plain Python containers (:meth:`TrainConfig.to_dict` /
 :meth:`TrainConfig.from_dict`), so it can be stored inside a checkpoint that loads with
 ``torch.load(..., weights_only=True)`` and inside ``results.json``.
@@ -343,21 +348,60 @@ SECTIONS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "ima
             "protocol": ProtocolConfig}
 
 
+#: The key of a config file that names the file it changes (a path relative to its own folder): such a
+#: file holds only what differs, e.g. configs/fi-subset-finetune-cpu.yaml on configs/fi-subset-cpu.yaml.
+BASE_KEY = "base"
+
+
 def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Read a :class:`TrainConfig` from a YAML file (missing keys keep their defaults)."""
+    """Read a :class:`TrainConfig` from a YAML file (missing keys keep their defaults; with a
+    ``base: other.yaml`` key, that file's values instead, changed by this file's own keys)."""
+    path = Path(path)
+    data = _file_values(path)  # its errors name the file they are in
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def config_delta(path: str | os.PathLike) -> dict[str, Any]:
+    """The keys a config file sets itself (not those of its ``base`` file), with the values its loaded
+    config holds (typed, as :meth:`TrainConfig.to_dict` writes them), in the file's order."""
+    own = [k for k in _read_yaml(Path(path)) if k != BASE_KEY]
+    values = load_config(path).to_dict()
+    return {k: values[k] for k in own}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """One config file's own mapping, its ``base`` key included."""
     import yaml
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    try:
-        return TrainConfig.from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def _file_values(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's values: its base file's (recursively), then its own keys over them."""
+    data = dict(_read_yaml(path))
+    base = data.pop(BASE_KEY, None)
+    unknown = [k for k in data if k not in _field_types()]
+    if unknown:
+        raise ConfigError(f"{path}: {_unknown_message(unknown[0])}")
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: {BASE_KEY} must name a config file, got {base!r}")
+    base_path, seen = (path.parent / base.strip()).resolve(), (*seen, path.resolve())
+    if base_path in seen:
+        raise ConfigError(f"{path}: {BASE_KEY} files form a circle through {base_path.name}")
+    return {**_file_values(base_path, seen), **data}
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...]) -> TrainConfig:
@@ -498,6 +542,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["TrainConfig", "ConfigError", "load_config", "apply_overrides", "loss_names", "OPTIMIZERS",
-           "PROTOCOLS", "SECTIONS", "ModelConfig", "LossConfig", "OptimConfig", "ImageConfig", "RunConfig",
-           "ProtocolConfig"]
+__all__ = ["TrainConfig", "ConfigError", "load_config", "config_delta", "BASE_KEY", "apply_overrides", "loss_names",
+           "OPTIMIZERS", "PROTOCOLS", "SECTIONS", "ModelConfig", "LossConfig", "OptimConfig", "ImageConfig",
+           "RunConfig", "ProtocolConfig"]

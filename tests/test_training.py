@@ -65,7 +65,7 @@ def test_config_yaml_overrides_and_round_trip(tmp_path):
         (1e-4, 3, "/w.pt", 0.5, None, {"margin": 0.3})
     assert c.lr == 1e-3  # the original is untouched
     assert TrainConfig.from_dict(json.loads(json.dumps(c2.to_dict()))) == c2
-    for name in ("fi-resnet50.yaml", "fi-subset-cpu.yaml"):
+    for name in ("fi-resnet50.yaml", "fi-subset-cpu.yaml", "fi-subset-finetune-cpu.yaml"):
         load_config(REPO / "configs" / name)  # the shipped configs are valid
 
 
@@ -83,6 +83,29 @@ def test_config_errors_are_one_clear_line(override, message):
     with pytest.raises(ConfigError) as info:
         apply_overrides(TrainConfig(), [override])
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_config_file_on_a_base_file_holds_only_what_differs(tmp_path):
+    from apse.config import config_delta
+
+    (tmp_path / "base.yaml").write_text("lr: 0.2\nepochs: 40\nloss: GEP\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "delta.yaml").write_text("base: ../base.yaml\nlr: 1e-2\nfreeze_bn: yes\n")
+    (tmp_path / "sub" / "on_delta.yaml").write_text("base: delta.yaml\nepochs: 5\n")
+    delta = load_config(tmp_path / "sub" / "delta.yaml")
+    assert (delta.lr, delta.epochs, delta.loss, delta.freeze_bn) == (0.01, 40, "gep", True)
+    assert delta == load_config(tmp_path / "base.yaml").replace(**config_delta(tmp_path / "sub" / "delta.yaml"))
+    assert config_delta(tmp_path / "sub" / "delta.yaml") == {"lr": 0.01, "freeze_bn": True}  # typed, own keys
+    assert load_config(tmp_path / "sub" / "on_delta.yaml") == delta.replace(epochs=5)
+    (tmp_path / "base.yaml").write_text("lr: 0.2\nfoo: 1\n")
+    with pytest.raises(ConfigError, match="base.yaml: unknown config key 'foo'"):  # named in its own file
+        load_config(tmp_path / "sub" / "delta.yaml")
+    (tmp_path / "base.yaml").write_text("base: sub/on_delta.yaml\n")
+    with pytest.raises(ConfigError, match="form a circle"):
+        load_config(tmp_path / "sub" / "delta.yaml")
+    (tmp_path / "sub" / "delta.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(tmp_path / "sub" / "delta.yaml")
 
 
 def test_config_yaml_errors(tmp_path):

@@ -38,8 +38,8 @@ attention and lr reports), :mod:`~apse.experiments.figures`, :mod:`~apse.experim
 from apse.experiments.tables import (BACKBONE_GRID, BACKBONE_ROWS, BUDGET_OVERRIDES, CORE_ROWS, EXPERIMENTS, FLOOR,
                                      K_FOLDS, LR_GRID, ORDER, Experiment, Variant, get_experiment,
                                      register_experiment, run_order)
-from apse.experiments.regimes import (DEFAULT_BASE, DEFAULT_RESULTS, FINETUNE_CONFIG, REGIME_KEYS, REGIMES,
-                                      REPO_ROOT, regime_dir, regime_overrides, split_regime_dir)
+from apse.experiments.regimes import (DEFAULT_BASE, DEFAULT_RESULTS, FINETUNE_CONFIG, REGIMES, REPO_ROOT, regime_dir,
+                                      regime_overrides, run_overrides, split_regime_dir)
 from apse.experiments.stats import kendall_tau, key_means, mean_std, ordering_report, paired_difference
 from apse.experiments.summary import (BACKBONE_LABEL, DATASET_LABEL, METRICS, OURS_LABEL, SUMMARY_COLUMNS,
                                       _paper_values, note_lines, settings_lines, summarise_experiment,
@@ -56,14 +56,14 @@ from apse.metrics import LOWER_IS_BETTER
 
 __all__ = ["Variant", "Experiment", "RunSpec", "EXPERIMENTS", "METRICS", "RUNNER_VERSION", "expand",
            "run_key", "run_experiment", "summarise_experiment", "write_summary", "paired_difference", "load_records",
-           "main", "ORDER", "get_experiment", "register_experiment", "run_order", "regime_overrides", "regime_dir",
-           "split_regime_dir", "REGIMES", "DEFAULT_BASE", "DEFAULT_RESULTS", "K_FOLDS", "ordering_report",
+           "main", "ORDER", "get_experiment", "register_experiment", "run_order", "regime_overrides", "run_overrides",
+           "regime_dir", "split_regime_dir", "REGIMES", "DEFAULT_BASE", "DEFAULT_RESULTS", "K_FOLDS", "ordering_report",
            "write_index", "make_figures", "execute_run", "summary_table", "settings_lines", "note_lines",
            "table_info", "load_summary", "Summary", "summary_frame", "paper_comparison", "agreement",
            "agreement_table", "last_command", "attention_table", "attention_choice", "lr_table", "lr_intro",
            "plot_lambda", "report_attention", "report_lr", "EXTRAS", "LOWER_IS_BETTER", "kendall_tau", "key_means",
            "mean_std", "BACKBONE_GRID", "BACKBONE_ROWS", "BUDGET_OVERRIDES", "CORE_ROWS", "FLOOR", "LR_GRID",
-           "FINETUNE_CONFIG", "REGIME_KEYS", "REPO_ROOT", "BACKBONE_LABEL", "DATASET_LABEL", "OURS_LABEL",
+           "FINETUNE_CONFIG", "REPO_ROOT", "BACKBONE_LABEL", "DATASET_LABEL", "OURS_LABEL",
            "SUMMARY_COLUMNS", "portable_config", "_paper_values", "_ADDED_FIELDS", "_NOT_IN_KEY"]
 
 # private names of the single-module apse.experiments, kept importable

@@ -8,25 +8,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from apse.config import load_config
+from apse.config import config_delta, load_config
 
-__all__ = ["REPO_ROOT", "DEFAULT_BASE", "DEFAULT_RESULTS", "FINETUNE_CONFIG", "REGIMES", "REGIME_KEYS",
-           "regime_overrides", "run_overrides", "regime_dir", "split_regime_dir"]
+__all__ = ["REPO_ROOT", "DEFAULT_BASE", "DEFAULT_RESULTS", "FINETUNE_CONFIG", "REGIMES", "regime_overrides",
+           "run_overrides", "regime_dir", "split_regime_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = REPO_ROOT / "configs" / "fi-subset-cpu.yaml"
 DEFAULT_RESULTS = REPO_ROOT / "results"
 #: Training regimes: what a regime changes in every run of an experiment (after the experiment's and
 #: the variant's own overrides). "frozen" is the base config's (cached features of the frozen backbone);
-#: "finetune" trains every layer on images, with the settings of configs/fi-subset-finetune-cpu.yaml
-#: (chosen on validation; chapter 13). "probe" is the fine-tuning regime's first stage alone: the frozen
+#: "finetune" trains every layer on images: its overrides are the keys of configs/fi-subset-finetune-cpu.yaml,
+#: a delta on the base file (chosen on validation; chapter 13), which `apse train --config` reads the same
+#: way (the base file, then these keys). "probe" is the fine-tuning regime's first stage alone: the frozen
 #: backbone at the fine-tuning's image size, the new layers trained on its cached features as the probe
 #: trains them, so that "fine-tuned" against "probe" isolates what moving the backbone adds (against
 #: "frozen", image size changes too). A regime other than frozen writes to results/<name>-<regime>/.
 FINETUNE_CONFIG = REPO_ROOT / "configs" / "fi-subset-finetune-cpu.yaml"
-REGIME_KEYS = ("cache_features", "feature_flips", "image_size", "resize", "channels_last", "freeze_bn",
-               "warmup_epochs", "probe_epochs", "probe_lr", "lr", "backbone_lr", "attention_lr", "epochs",
-               "lr_step", "lr_gamma")
 
 REGIMES = ("frozen", "finetune", "probe")
 
@@ -35,15 +33,15 @@ def regime_overrides(regime: str) -> dict[str, Any]:
     """The overrides of a training regime (see REGIMES): ``{}`` for "frozen"."""
     if regime == "frozen":
         return {}
-    if regime in ("finetune", "probe"):
-        ft = load_config(FINETUNE_CONFIG).to_dict()
-        if regime == "probe":
-            return {"cache_features": True, "feature_flips": ft["feature_flips"], "image_size": ft["image_size"],
-                    "resize": ft["resize"], "channels_last": None, "freeze_bn": False, "warmup_epochs": 0,
-                    "probe_epochs": 0, "probe_lr": None, "lr": ft["probe_lr"] or ft["lr"],
-                    "backbone_lr": None, "attention_lr": ft["attention_lr"], "epochs": ft["probe_epochs"],
-                    "lr_step": ft["probe_epochs"] + 1, "lr_gamma": ft["lr_gamma"]}
-        return {k: ft[k] for k in REGIME_KEYS}
+    if regime == "finetune":
+        return config_delta(FINETUNE_CONFIG)  # the file's own keys: one delta for both ways to the regime
+    if regime == "probe":
+        ft = load_config(FINETUNE_CONFIG).to_dict()  # the fine-tuning regime's config, its probe alone
+        return {"cache_features": True, "feature_flips": ft["feature_flips"], "image_size": ft["image_size"],
+                "resize": ft["resize"], "channels_last": None, "freeze_bn": False, "warmup_epochs": 0,
+                "probe_epochs": 0, "probe_lr": None, "lr": ft["probe_lr"] or ft["lr"],
+                "backbone_lr": None, "attention_lr": ft["attention_lr"], "epochs": ft["probe_epochs"],
+                "lr_step": ft["probe_epochs"] + 1, "lr_gamma": ft["lr_gamma"]}
     raise ValueError(f"unknown regime {regime!r}; valid: {', '.join(REGIMES)}")
 
 
