@@ -30,6 +30,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import socketserver
 import subprocess
 import sys
@@ -138,8 +139,11 @@ class ChromiumPipe:
 
         cmd = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-pipe",
                "about:blank"]
+        # A session (process group) of its own, so that close() can end the renderers and helpers
+        # with the browser even when the browser itself hangs or has died.
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, preexec_fn=wire_fds, close_fds=False)
+                                     stderr=subprocess.DEVNULL, preexec_fn=wire_fds, close_fds=False,
+                                     start_new_session=True)
         os.close(to_child_r)
         os.close(from_child_w)
         self._buf = b""
@@ -218,8 +222,12 @@ class ChromiumPipe:
             self._send("Browser.close")
             self.proc.wait(timeout=10)
         except Exception:  # noqa: BLE001 - closing a browser that may be gone already
-            self.proc.kill()
-            self.proc.wait()
+            pass
+        try:  # whatever of its process group is left (a hung browser, an orphaned renderer)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
         for fd in (self._to_child_w, self._from_child_r):
             try:
                 os.close(fd)
