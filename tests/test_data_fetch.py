@@ -143,6 +143,13 @@ def _served(source: DataSource, path: str) -> str:
     return f"{source.owner}/{source.repo}/{source.commit}/{source.upstream(path)}"
 
 
+def _fault(source: DataSource, mirror: Mirror, index: int, fault: str) -> str:
+    """Make the server answer file ``index`` of ``source`` with ``fault``; returns its path."""
+    path = source.files[index].path
+    mirror.faults[_served(source, path)] = fault
+    return path
+
+
 def _visible_files(root: Path) -> set[str]:
     """Every file of a data set folder a loader could see (the work folder excluded)."""
     return {p.relative_to(root).as_posix() for p in root.rglob("*")
@@ -173,8 +180,7 @@ def test_fetch_writes_the_set_and_a_second_run_fetches_nothing(tiny, tmp_path, c
 def test_a_404_names_the_file_leaves_the_set_incomplete_and_a_rerun_fetches_only_it(
         tiny, tmp_path, monkeypatch):
     source, mirror = tiny
-    missing = source.files[3].path
-    mirror.faults[_served(source, missing)] = "404"
+    missing = _fault(source, mirror, 3, "404")
     dest = tmp_path / "tiny"
     with pytest.raises(DownloadError) as err:
         fetch(source, dest, url=mirror.url, **FAST)
@@ -196,8 +202,7 @@ def test_a_404_names_the_file_leaves_the_set_incomplete_and_a_rerun_fetches_only
 
 def test_a_body_cut_short_is_retried_then_reported_and_never_kept(tiny, tmp_path):
     source, mirror = tiny
-    cut = source.files[5].path
-    mirror.faults[_served(source, cut)] = "truncate"
+    cut = _fault(source, mirror, 5, "truncate")
     dest = tmp_path / "tiny"
     with pytest.raises(DownloadError) as err:
         fetch(source, dest, url=mirror.url, **FAST)
@@ -212,9 +217,7 @@ def test_a_body_cut_short_is_retried_then_reported_and_never_kept(tiny, tmp_path
 
 def test_a_connection_dropped_mid_file_and_a_500_are_retried(tiny, tmp_path):
     source, mirror = tiny
-    dropped, failed = source.files[7].path, source.files[8].path
-    mirror.faults[_served(source, dropped)] = "drop-once"
-    mirror.faults[_served(source, failed)] = "500-once"
+    dropped, failed = _fault(source, mirror, 7, "drop-once"), _fault(source, mirror, 8, "500-once")
     dest = tmp_path / "tiny"
     result = fetch(source, dest, url=mirror.url, **FAST)
     assert len(result.fetched) == len(source.files) and verify(source, dest).passed
@@ -224,8 +227,7 @@ def test_a_connection_dropped_mid_file_and_a_500_are_retried(tiny, tmp_path):
 
 def test_wrong_bytes_are_kept_aside_not_used(tiny, tmp_path):
     source, mirror = tiny
-    bad = source.files[2].path
-    mirror.faults[_served(source, bad)] = "wrong"
+    bad = _fault(source, mirror, 2, "wrong")
     dest = tmp_path / "tiny"
     with pytest.raises(VerificationError) as err:
         fetch(source, dest, url=mirror.url, **FAST)
@@ -282,7 +284,7 @@ def test_the_command_line_exit_codes_and_base_url_variable(tiny, tmp_path, monke
     monkeypatch.setitem(SOURCES, "tiny", source)
     monkeypatch.setenv("APSE_DATA_BASE_URL", mirror.url)
     monkeypatch.setenv("APSE_DATA", str(tmp_path / "sets"))
-    mirror.faults[_served(source, source.files[1].path)] = "404"
+    _fault(source, mirror, 1, "404")
     assert cli.main(["get", "tiny", "--retries", "0", "-q"]) == 3
     assert source.files[1].path in capsys.readouterr().err
     del mirror.faults[_served(source, source.files[1].path)]

@@ -44,7 +44,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "book/14_explorer.ipynb"
-FI_SUBSET = ROOT.parent / "shared" / "data" / "fi-subset"
 CHECK_PAGES = ROOT / ".ci" / "check_pages.py"
 SCREENSHOT_ENV = "APSE_JUPYTERLAB_SCREENSHOT"
 #: The whole test, start to stop. Chapter 14 runs in ~80 s in smoke mode on CI's 2 cores; the rest
@@ -65,8 +64,11 @@ def _skip_reason() -> str | None:
         return "needs Debian's chromium (.ci/run installs it)"
     if any(importlib.util.find_spec(name) is None for name in ("jupyterlab", "ipywidgets")):
         return "needs jupyterlab and ipywidgets (requirements.txt)"
-    if not FI_SUBSET.is_dir():
-        return f"FI subset not found at {FI_SUBSET} (../shared absent)"
+    from apse.data import locate_dataset
+    try:
+        locate_dataset()  # where the notebook will look: data/, $APSE_DATA, ../shared ...
+    except FileNotFoundError as exc:
+        return f"no FI subset ({exc})"
     return None
 
 
