@@ -7,13 +7,14 @@ import hashlib
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 __all__ = ["cache_root", "portable_path", "portable_config", "portable_source", "dataset_fingerprint",
-           "git_commit", "environment"]
+           "git_commit", "code_hash", "environment"]
 
 
 def dataset_fingerprint(samples: Sequence[tuple[str, int]]) -> str:
@@ -92,6 +93,20 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def code_hash() -> str:
+    """12 hex digits of a hash of the code a run's numbers come from: the source file of every module of
+    the apse package loaded in this process (what the run imported), in module-name order. A run record
+    keeps it (``code_hash``); it is no part of a run's key."""
+    h = hashlib.sha256()
+    loaded = [(name, getattr(module, "__file__", None)) for name, module in list(sys.modules.items())
+              if name == "apse" or name.startswith("apse.")]
+    for name, path in sorted(loaded, key=lambda item: item[0]):
+        if path and os.path.isfile(path):
+            h.update(f"{name}\n".encode())
+            h.update(Path(path).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def environment() -> dict[str, str | None]:

@@ -451,3 +451,31 @@ def test_figures_train_the_runners_config_of_their_regime(tmp_path, monkeypatch,
         f"image_size={trained['config'].image_size}; the runner's: cache_features="
         f"{runner[first].cache_features}, image_size={runner[first].image_size}")
     assert (tmp_path / ex.regime_dir("figures", regime)).is_dir()
+
+
+def test_the_recorded_code_hash_covers_every_apse_module_a_run_imports(tmp_path, monkeypatch):
+    """Issue #24: the runs' ``code_hash`` hashed a hand-written module list that missed the modules split
+    out later (fusion, training_data, checkpoints, rng). It hashes every apse module loaded, so an edit of
+    any of them changes it; unchanged code gives the same hash."""
+    import importlib
+    from pathlib import Path
+
+    split_out = [importlib.import_module(name)  # a run imports them
+                 for name in ("apse.fusion", "apse.training_data", "apse.checkpoints", "apse.rng")]
+
+    def hash_of_a_run():
+        ex.run_experiment("core", folds=1, only=["npair"], force=True, results_dir=tmp_path / "results",
+                          execute=_stub([]), log=lambda m: None)
+        (path,) = (tmp_path / "results" / "core" / "runs").glob("*.json")
+        return json.loads(path.read_text())["code_hash"]
+
+    first = hash_of_a_run()
+    assert hash_of_a_run() == first
+    for module in split_out:
+        name = module.__name__
+        edited = tmp_path / f"{name}.py"
+        edited.write_text(Path(module.__file__).read_text() + "\n# an edit\n")
+        with monkeypatch.context() as m:
+            m.setattr(module, "__file__", str(edited))
+            assert hash_of_a_run() != first, f"an edit of {name} leaves the recorded code_hash unchanged"
+    assert hash_of_a_run() == first

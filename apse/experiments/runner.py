@@ -26,11 +26,11 @@ from apse.config import load_config
 from apse.data import EmotionImageFolder, locate_dataset
 from apse.evaluation import attention_report
 from apse.experiments.extras import EXTRAS
-from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, REPO_ROOT, regime_dir, run_overrides
+from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, regime_dir, run_overrides
 from apse.experiments.summary import summarise_experiment, table_info, write_summary
 from apse.experiments.tables import K_FOLDS, Experiment, Variant, get_experiment
 from apse.io import read_json, write_json
-from apse.provenance import portable_config, portable_source
+from apse.provenance import code_hash, portable_config, portable_source
 from apse.training import Trainer
 
 __all__ = ["RUNNER_VERSION", "RunSpec", "run_key", "expand", "execute_run", "run_experiment", "load_records",
@@ -180,18 +180,6 @@ def _find_cached(results_dir: Path, spec: RunSpec, regime: str) -> Path | None:
     return None
 
 
-def _code_hash() -> str:
-    """12 hex digits of a hash of the code a run's numbers come from (recorded, not part of the key):
-    each module's file, or a package's files in name order."""
-    h = hashlib.sha256()
-    for name in ("losses", "model", "attention", "pooling", "training", "evaluation", "metrics", "data",
-                 "config", "backbones", "experiments"):
-        p = REPO_ROOT / "apse" / f"{name}.py"
-        for path in [p] if p.is_file() else sorted((REPO_ROOT / "apse" / name).glob("*.py")):
-            h.update(path.read_bytes())
-    return h.hexdigest()[:12]
-
-
 def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] = (0,), force: bool = False,
                    results_dir: str | os.PathLike = DEFAULT_RESULTS, base: str | os.PathLike = DEFAULT_BASE,
                    data: str | None = None, overrides: dict | None = None, k: int = K_FOLDS,
@@ -245,7 +233,7 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
         record = {"experiment": name, "variant": spec.variant.name, "label": spec.variant.label,
                   "fold": spec.fold, "seed": spec.seed, "key": spec.key, "untrained": spec.variant.untrained,
                   "config": portable_config(spec.config.to_dict()), **result,
-                  "code_hash": _code_hash(), "runner_version": RUNNER_VERSION,
+                  "code_hash": code_hash(), "runner_version": RUNNER_VERSION,
                   "created": time.strftime("%Y-%m-%d %H:%M:%S")}
         record.setdefault("wall_time_s", round(time.time() - t0, 2))
         write_json(path, record)
