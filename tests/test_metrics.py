@@ -1,5 +1,8 @@
 """Tests for apse.metrics: hand-computed values on tiny rankings, and a naive loop vs the vectorised code.
 
+The metrics are the papers' eight (METRIC_NAMES) and, beside them at the emotion level, MAP@R and RP
+(Musgrave, Belongie and Lim, "A Metric Learning Reality Check", ECCV 2020): ALL_NAMES.
+
 Labels are emotion indices in the papers' order: 0-3 positive (amusement, contentment, awe,
 excitement), 4-7 negative (fear, anger, disgust, sadness).
 """
@@ -16,12 +19,18 @@ from apse.metrics import (
     LOWER_IS_BETTER,
     METRIC_NAMES,
     evaluate_embeddings,
+    metric_names,
     pairwise_distances,
     per_query_metrics,
     rank_order,
     ranked_relevance,
     retrieval_metrics,
 )
+
+
+#: every metric at the emotion level: the papers' eight, then MAP@R and RP
+ALL_NAMES = metric_names("emotion")
+REALITY_CHECK = ("MAP@R", "RP")
 
 
 def ranking_distances(orders, g):
@@ -48,7 +57,8 @@ def test_hand_computed_two_queries_six_items():
                       [0.5, 0.2, 0.9, 0.3, 0.1, 0.7]])
     per = per_query_metrics(d, [0, 4], gallery)
     m = retrieval_metrics(d, [0, 4], gallery)
-    assert set(m) == set(METRIC_NAMES) and all(isinstance(v, float) for v in m.values())
+    assert set(m) == set(ALL_NAMES) and all(isinstance(v, float) for v in m.values())
+    assert tuple(m) == ALL_NAMES == METRIC_NAMES + REALITY_CHECK  # the papers' eight first
 
     # A: emotion rel = 1 0 1 0 0 1, n = 3, G = 6
     #    AP = (1/1 + 2/3 + 3/6)/3 = 0.722222
@@ -56,19 +66,22 @@ def test_hand_computed_two_queries_six_items():
     #    NN = 1; FT = hits@3/3 = 2/3; ST = hits@6/3 = 1
     #    DCG = (1 + 1/log2 3 + 1/log2 6) / (1 + 1/log2 2 + 1/log2 3) = 0.766947
     #    F1, K = min(32, 6) = 6: P = 3/6, R = 1 -> 2PR/(P+R) = 2/3
+    #    R = n = 3, top 3 = 1 0 1: MAP@R = (1/3)(1/1 + 2/3) = 5/9; RP = hits@3/3 = 2/3
     # B: emotion rel = 0 1 0 0 0 0, n = 1
     #    AP = (1/2)/1 = 0.5; polarity rel = 1 1 0 0 0 0, n = 2: AP2 = 1
     #    NN = 0; FT = hits@1/1 = 0; ST = hits@2/1 = 1; DCG = (1/log2 2)/1 = 1
     #    F1: P = 1/6, R = 1 -> 2/7 = 0.285714
+    #    R = 1, top 1 = 0: MAP@R = 0, RP = 0
     # ANMRR: GTM = max(3, 1) = 3
     #    A: K = min(12, 6) = 6, ranks 1 3 6 (none > 6), AVR = 10/3,
     #       NMRR = (10/3 - 0.5 - 1.5) / (7.5 - 0.5 - 1.5) = (4/3)/5.5 = 0.242424
     #    B: K = min(4, 6) = 4, rank 2, AVR = 2, NMRR = (2 - 0.5 - 0.5)/(5 - 0.5 - 0.5) = 0.25
     expected_a = dict(mAP8=0.722222, mAP2=0.770833, NN=1, FT=2 / 3, ST=1,
-                      DCG=(1 + L2(3) + L2(6)) / (2 + L2(3)), F1=2 / 3, ANMRR=(4 / 3) / 5.5)
-    expected_b = dict(mAP8=0.5, mAP2=1, NN=0, FT=0, ST=1, DCG=1, F1=2 / 7, ANMRR=0.25)
+                      DCG=(1 + L2(3) + L2(6)) / (2 + L2(3)), F1=2 / 3, ANMRR=(4 / 3) / 5.5,
+                      **{"MAP@R": 5 / 9, "RP": 2 / 3})
+    expected_b = dict(mAP8=0.5, mAP2=1, NN=0, FT=0, ST=1, DCG=1, F1=2 / 7, ANMRR=0.25, **{"MAP@R": 0, "RP": 0})
     assert expected_a["DCG"] == pytest.approx(0.766947, abs=1e-6)
-    for name in METRIC_NAMES:
+    for name in ALL_NAMES:
         assert per[name][0].item() == pytest.approx(expected_a[name], abs=1e-6), name
         assert per[name][1].item() == pytest.approx(expected_b[name], abs=1e-6), name
         assert m[name] == pytest.approx((expected_a[name] + expected_b[name]) / 2, abs=1e-6), name
@@ -126,6 +139,10 @@ def test_exclude_self_leave_one_out(dtype):
     #   q0, q1: AVR = (1 + 3)/2 = 2, NMRR = (2 - 0.5 - 1)/(5 - 0.5 - 1) = 1/7
     #   q3: AVR = 2.5, NMRR = 1/3.5 = 2/7  -> ANMRR = (1/7 + 1/7 + 2/7)/3 = 4/21
     assert m["ANMRR"] == pytest.approx(4 / 21)
+    # MAP@R (R = n = 2): q0, q1: top 2 = 1 0 -> (1/2)(1) = 1/2; q3: top 2 = 0 1 -> (1/2)(1/2) = 1/4
+    # RP = hits@2/2 = 1/2 for all three (= FT); q2 has R = 0: NaN, left out
+    assert torch.isnan(per["MAP@R"][2]) and torch.isnan(per["RP"][2])
+    assert m["MAP@R"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 4) / 3) and m["RP"] == pytest.approx(0.5)
 
     # without exclude_self each query finds itself first (its distance -1 is the smallest)
     m_in = retrieval_metrics(d, labels, labels)
@@ -172,7 +189,7 @@ def test_perfect_ranking():
     g = [0, 1, 2, 3, 4, 5, 6, 7] * 3 + [0, 4]
     q = [0, 3, 4, 7, 5]
     m = retrieval_metrics(_sorted_by_label_rankings(q, g), q, g)
-    for name in ("mAP8", "mAP2", "NN", "FT", "ST", "DCG"):
+    for name in ("mAP8", "mAP2", "NN", "FT", "ST", "DCG", "MAP@R", "RP"):
         assert m[name] == pytest.approx(1.0), name
     assert m["ANMRR"] == pytest.approx(0.0, abs=1e-12)
     # F1 at K = min(32, 26) = 26: hits = n, so F1 = 2n/(26 + n): n = 4, 3, 4, 3, 3
@@ -184,7 +201,7 @@ def test_reversed_ranking_extremes():
     g = [4] * 18 + [0, 0]
     d = torch.arange(20, dtype=torch.float32).unsqueeze(0)
     m = retrieval_metrics(d, [0], g)
-    assert m["NN"] == 0 and m["FT"] == 0 and m["ST"] == 0
+    assert m["NN"] == 0 and m["FT"] == 0 and m["ST"] == 0 and m["MAP@R"] == 0 and m["RP"] == 0
     assert m["mAP8"] == pytest.approx((1 / 19 + 2 / 20) / 2)  # 0.076316
     assert m["mAP2"] == pytest.approx(m["mAP8"])
     assert m["DCG"] == pytest.approx((L2(19) + L2(20)) / 2)  # 0.233393
@@ -222,7 +239,7 @@ def naive_metrics(dist, q_labels, g_labels, exclude_self, f1_k):
         rankings.append(items)
         n_by_query.append(sum(g_labels[j] == ql for j in items))
     gtm = max(n_by_query)
-    out = {name: [] for name in METRIC_NAMES}
+    out = {name: [] for name in ALL_NAMES}
     for i, ql in enumerate(q_labels):
         items = rankings[i]
         G = len(items)
@@ -242,7 +259,7 @@ def naive_metrics(dist, q_labels, g_labels, exclude_self, f1_k):
         out["mAP2"].append(ap(relp))
         n = sum(rel)
         if n == 0:
-            for name in METRIC_NAMES:
+            for name in ALL_NAMES:
                 if name != "mAP2":
                     out[name].append(float("nan"))
             continue
@@ -261,7 +278,28 @@ def naive_metrics(dist, q_labels, g_labels, exclude_self, f1_k):
         ranks = [k if k <= Ka else 1.25 * Ka for k in range(1, G + 1) if rel[k - 1]]
         avr = sum(ranks) / n
         out["ANMRR"].append((avr - 0.5 - n / 2) / (1.25 * Ka - 0.5 - n / 2))
+        out["MAP@R"].append(naive_map_at_r(rel))
+        out["RP"].append(naive_r_precision(rel))
     return out
+
+
+def naive_map_at_r(rel):
+    """Musgrave et al. 2020, Sec. 3.2: MAP@R = 1/R sum_{k=1..R} P@k rel_k, R = number of relevant items."""
+    R = sum(rel)
+    if R == 0:
+        return float("nan")
+    total = 0.0
+    for k in range(1, R + 1):
+        if rel[k - 1]:
+            precision_at_k = sum(rel[:k]) / k
+            total += precision_at_k
+    return total / R  # 1/R, not 1/(hits in the top R)
+
+
+def naive_r_precision(rel):
+    """R-precision: the fraction of the top R that is relevant, R = number of relevant items."""
+    R = sum(rel)
+    return float("nan") if R == 0 else sum(rel[:R]) / R
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -288,7 +326,8 @@ def test_vectorised_matches_naive(seed, exclude_self, dtype):
                                        f1_k=f1_k, chunk_size=3, return_per_query=True)
         means_one_chunk = retrieval_metrics(torch.tensor(dist), torch.tensor(q_labels),
                                             torch.tensor(g_labels), exclude_self=exclude_self, f1_k=f1_k)
-    for name in METRIC_NAMES:
+    assert tuple(means) == tuple(per) == ALL_NAMES
+    for name in ALL_NAMES:
         expected = np.array(ref[name], dtype=np.float64)
         np.testing.assert_allclose(per[name].numpy(), expected, rtol=1e-9, atol=1e-12, err_msg=name)
         assert means[name] == pytest.approx(float(np.nanmean(expected)), abs=1e-12), name
@@ -304,7 +343,7 @@ def test_float32_and_float64_rankings_agree():
     g = rng.integers(0, 8, 300)
     a = per_query_metrics(d.astype(np.float32), q, g, chunk_size=7)
     b = per_query_metrics(d.astype(np.float64), q, g, chunk_size=50)
-    for name in METRIC_NAMES:
+    for name in ALL_NAMES:
         torch.testing.assert_close(a[name], b[name], equal_nan=True, msg=name)
 
 
@@ -363,7 +402,7 @@ def test_evaluate_embeddings():
         assert loo == ref
         split = evaluate_embeddings(emb[:10], labels[:10], emb[10:], labels[10:], f1_k=5)
         ref = retrieval_metrics(torch.cdist(emb[:10], emb[10:]), labels[:10], labels[10:], f1_k=5)
-    for name in METRIC_NAMES:
+    for name in ALL_NAMES:
         assert split[name] == pytest.approx(ref[name], abs=1e-6)
     with pytest.raises(ValueError, match="gallery_labels"):
         evaluate_embeddings(emb, labels, emb)
@@ -395,6 +434,7 @@ def test_each_readable_metric_on_a_hand_computed_ranking():
     #   ANMRR: GTM = 3 (B has n = 0), K = min(12, 6) = 6, no rank beyond K: AVR = 13/3,
     #     NMRR = (13/3 - 0.5 - 1.5) / (7.5 - 0.5 - 1.5) = (7/3) / 5.5 = 0.424242
     #     with gtm = 1 given: K = min(12, 2) = 2, all three ranks > 2 count 2.5: AVR = 2.5, NMRR = 1
+    #   R = n = 3, top 3 = 0 0 1: MAP@R = (1/3)(P@3) = (1/3)(1/3) = 1/9; RP = hits@3/3 = 1/3
     # polarity, mAP2: A: rel = 0 1 1 1 0 1, n = 4: (1/2 + 2/3 + 3/4 + 4/6) / 4 = 0.645833
     #                 B: rel = 1 0 0 0 1 0, n = 2: (1/1 + 2/5) / 2 = 0.7
     # B has no same-emotion item: every metric with emotion relevance is NaN for it
@@ -410,6 +450,8 @@ def test_each_readable_metric_on_a_hand_computed_ranking():
         "f1 k=32": (metrics.f1(rel), [2 / 3, nan]),
         "anmrr": (metrics.anmrr(rel), [(7 / 3) / 5.5, nan]),
         "anmrr gtm=1": (metrics.anmrr(rel, gtm=1), [1.0, nan]),
+        "map_at_r": (metrics.map_at_r(rel), [1 / 9, nan]),
+        "r_precision": (metrics.r_precision(rel), [1 / 3, nan]),
     }
     assert metrics.dcg(rel)[0].item() == pytest.approx(
         (1 / math.log2(3) + 1 / math.log2(4) + 1 / math.log2(6)) / (2 + 1 / math.log2(3)))
@@ -419,7 +461,8 @@ def test_each_readable_metric_on_a_hand_computed_ranking():
     # the library's entry point gives the same per-query values
     per = per_query_metrics(d, [0, 7], gallery, f1_k=4)
     for key, name in [("mAP8", "map8"), ("mAP2", "map2"), ("NN", "nn"), ("FT", "ft"), ("ST", "st"),
-                      ("DCG", "dcg"), ("F1", "f1"), ("ANMRR", "anmrr")]:
+                      ("DCG", "dcg"), ("F1", "f1"), ("ANMRR", "anmrr"), ("MAP@R", "map_at_r"),
+                      ("RP", "r_precision")]:
         np.testing.assert_allclose(per[key].numpy(), expected[name][1], atol=1e-6, err_msg=key)
     with pytest.raises(ValueError, match="cutoff"):
         metrics.f1(rel, k=0)
@@ -480,8 +523,11 @@ def test_packed_sort_ranks_exactly_as_the_stable_sort(n_classes, exclude_self, s
     f1_k = int(rng.integers(1, 40))
     got = metrics.fast._fast_metrics(fast, q_lab, gtm, f1_k, emotions)
     want = metrics.scoring._readable_metrics(reference, q_lab, gtm, f1_k, emotions)
-    assert set(got) == set(want) == set(METRIC_NAMES if emotions else metrics.POLARITY_METRIC_NAMES)
-    for name in want:
+    # the fast path fuses the papers' metrics; MAP@R and RP (emotion level) come from their own functions
+    assert set(got) == set(METRIC_NAMES if emotions else metrics.POLARITY_METRIC_NAMES)
+    assert set(want) == set(metric_names("emotion" if emotions else "polarity"))
+    assert set(want) - set(got) == (set(REALITY_CHECK) if emotions else set())
+    for name in got:
         torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12, equal_nan=True, msg=name)
 
 
@@ -519,3 +565,121 @@ def test_packed_key_bit_width_limit():
     assert metrics.ranking._ranked_labels(d, big, None).tolist() == [[0, 2**30, 5, 2**30, 2**30 - 1]]
     # float64 distances always take the reference path (their order needs more than 32 bits)
     assert not metrics.fast._fast_path_applies(d.double(), torch.tensor([0, 1, 2, 3, 4]))
+
+
+# ---------------------------------------------------------------- MAP@R and R-precision (Musgrave et al. 2020)
+
+
+def test_map_at_r_and_r_precision_hand_computed():
+    # rel = 1 0 1 1 0, R = 3: top 3 = 1 0 1 -> MAP@R = (1/3)(1/1 + 0 + 2/3) = 5/9, RP = 2/3
+    # rel = 0 1 1 0 1, R = 3: top 3 = 0 1 1 -> MAP@R = (1/3)(0 + 1/2 + 2/3) = 7/18, RP = 2/3
+    # rel = 1 0 0 1, R = 2: top 2 = 1 0 -> MAP@R = (1/2)(1/1) = 1/2 (not 1: 1/R, not 1/hits), RP = 1/2
+    # rel = 0 0 1 1, R = 2: no hit in the top 2 -> MAP@R = RP = 0 (AP would be (1/3 + 2/4)/2)
+    # rel = 1 1 0 0, R = 2: perfect top 2 -> MAP@R = RP = 1
+    # rel = 0 0 0 0: R = 0 -> NaN
+    rows = [[1, 0, 1, 1, 0], [0, 1, 1, 0, 1], [1, 0, 0, 1, 0], [0, 0, 1, 1, 0], [1, 1, 0, 0, 0], [0] * 5]
+    rel = torch.tensor(rows, dtype=torch.bool)
+    nan = float("nan")
+    np.testing.assert_allclose(metrics.map_at_r(rel).numpy(), [5 / 9, 7 / 18, 1 / 2, 0, 1, nan], atol=1e-15)
+    np.testing.assert_allclose(metrics.r_precision(rel).numpy(), [2 / 3, 2 / 3, 1 / 2, 0, 1, nan], atol=1e-15)
+    assert metrics.map_at_r(rel).dtype == metrics.r_precision(rel).dtype == torch.float64
+    # through the entry point, on both ranking paths: the gallery ranked in index order, labels 0 / 4
+    d = torch.arange(5.0).unsqueeze(0)
+    for dtype in (torch.float32, torch.float64):
+        m = retrieval_metrics(d.to(dtype), [0], [0, 4, 0, 0, 4])
+        assert m["MAP@R"] == pytest.approx(5 / 9, abs=1e-15) and m["RP"] == pytest.approx(2 / 3, abs=1e-15)
+    # both are higher-is-better, registered at the emotion level after the papers' eight
+    assert metrics.higher_is_better("MAP@R") and metrics.higher_is_better("RP")
+    assert "MAP@R" not in LOWER_IS_BETTER and "RP" not in LOWER_IS_BETTER
+    assert metric_names() == METRIC_NAMES + REALITY_CHECK
+    assert not set(REALITY_CHECK) & set(metric_names("polarity"))  # same-emotion relevance only
+    assert not set(REALITY_CHECK) & set(retrieval_metrics(d, [0], [0, 1, 0, 0, 1], level="polarity"))
+
+
+def _random_problem(rng, exclude_self, dtype):
+    """Integer distances (many ties, -0.0 beside +0.0, +-inf), and at least one query without any
+    relevant gallery item: a label missing from the gallery, or held by one item under leave-one-out."""
+    n_q = int(rng.integers(6, 40))
+    n_g = n_q if exclude_self else int(rng.integers(3, 80))
+    dist = rng.integers(-2, 4, size=(n_q, n_g)).astype(dtype)
+    if exclude_self:
+        dist = (dist + dist.T) / 2
+    dist[(dist == 0) & (rng.random(dist.shape) < 0.5)] = -0.0
+    dist[dist == 3] = np.inf
+    dist[dist == -2] = -np.inf
+    g_labels = rng.integers(0, 7, size=n_g)  # no sadness (7) in the gallery ...
+    if exclude_self:
+        g_labels[int(rng.integers(0, n_g))] = 7  # ... but one sadness item, alone in its emotion
+        q_labels = g_labels
+    else:
+        q_labels = rng.integers(0, 8, size=n_q)
+        q_labels[0] = 7  # ... and a sadness query with nothing to find
+    return dist, q_labels.tolist(), g_labels.tolist()
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("exclude_self", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])  # the packed fast path and the reference path
+def test_map_at_r_and_r_precision_match_a_naive_loop(seed, exclude_self, dtype):
+    rng = np.random.default_rng(100 + seed)
+    dist, q_labels, g_labels = _random_problem(rng, exclude_self, dtype)
+    d = dist.tolist()
+    want = {"MAP@R": [], "RP": []}
+    for i, ql in enumerate(q_labels):  # rank with Python's stable sorted(): ties keep gallery order
+        items = sorted((j for j in range(len(g_labels)) if not (exclude_self and j == i)), key=lambda j: d[i][j])
+        rel = [int(g_labels[j] == ql) for j in items]
+        want["MAP@R"].append(naive_map_at_r(rel))
+        want["RP"].append(naive_r_precision(rel))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means, per = retrieval_metrics(dist, np.array(q_labels), np.array(g_labels), exclude_self=exclude_self,
+                                       chunk_size=int(rng.integers(1, 8)), return_per_query=True)
+    for name in REALITY_CHECK:
+        expected = np.array(want[name])
+        assert np.isnan(expected).any(), "the problem must hold a query without a relevant item"
+        np.testing.assert_allclose(per[name].numpy(), expected, rtol=1e-12, atol=1e-12, err_msg=name)
+        assert means[name] == pytest.approx(float(np.nanmean(expected)), abs=1e-12), name
+    # NaN for exactly the queries every emotion-relevance metric leaves out
+    assert torch.equal(torch.isnan(per["MAP@R"]), torch.isnan(per["mAP8"]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_r_precision_is_first_tier_and_bounds_map_at_r(seed):
+    rng = np.random.default_rng(200 + seed)
+    for exclude_self, dtype in [(False, np.float32), (False, np.float64), (True, np.float32), (True, np.float64)]:
+        # float32: FT fused on the fast path, RP by its own function; float64: both by their functions
+        dist, q_labels, g_labels = _random_problem(rng, exclude_self, dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per = per_query_metrics(dist, q_labels, g_labels, exclude_self=exclude_self)
+        # RP is the Princeton Shape Benchmark's first tier, by definition: equal, NaN where FT is
+        torch.testing.assert_close(per["RP"], per["FT"], rtol=0, atol=0, equal_nan=True)
+        ok = ~torch.isnan(per["RP"])
+        mapr, rp = per["MAP@R"][ok], per["RP"][ok]
+        # each P@k <= 1, so MAP@R <= RP; 0 exactly when the top R holds no hit; both within [0, 1]
+        assert ((mapr >= 0) & (mapr <= rp + 1e-15) & (rp <= 1)).all()
+        assert torch.equal(mapr == 0, rp == 0)
+    # equality when the h hits of the top R are ranks 1..h; strictly below otherwise
+    rel = torch.tensor([[1, 1, 0, 0, 1, 1], [1, 0, 1, 0, 1, 1], [0, 1, 1, 0, 1, 1]], dtype=torch.bool)
+    mapr, rp = metrics.map_at_r(rel), metrics.r_precision(rel)
+    assert mapr[0] == rp[0] == 0.5 and (mapr[1:] < rp[1:]).all()
+    np.testing.assert_allclose(mapr.numpy(), [0.5, (1 + 2 / 3) / 4, (1 / 2 + 2 / 3) / 4], atol=1e-15)
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_map_at_r_and_r_precision_fast_path_equals_the_reference_path(exclude_self):
+    # float32 distances take the packed sort; the same values as float64 take the stable sort
+    rng = np.random.default_rng(7)
+    n = 120
+    emb = rng.normal(size=(n, 5)).astype(np.float32)
+    d32 = pairwise_distances(torch.from_numpy(emb), torch.from_numpy(emb))
+    d32[torch.from_numpy(rng.random((n, n)) < 0.2)] = 1.0  # exact ties as well
+    d32 = torch.minimum(d32, d32.T) if exclude_self else d32
+    labels = torch.from_numpy(rng.integers(0, 8, n))
+    q = labels if exclude_self else torch.from_numpy(rng.integers(0, 8, n))
+    assert metrics.fast._fast_path_applies(d32, labels) and not metrics.fast._fast_path_applies(d32.double(), labels)
+    fast = per_query_metrics(d32, q, labels, exclude_self=exclude_self, chunk_size=17)
+    reference = per_query_metrics(d32.double(), q, labels, exclude_self=exclude_self, chunk_size=120)
+    for name in ALL_NAMES:
+        torch.testing.assert_close(fast[name], reference[name], rtol=0, atol=1e-9, equal_nan=True, msg=name)
+    assert 0 < float(fast["MAP@R"].mean()) < float(fast["RP"].mean()) < 1

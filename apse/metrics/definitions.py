@@ -15,7 +15,7 @@ import torch
 
 __all__ = ["Metric", "METRICS", "register_metric", "metric_names", "higher_is_better", "METRIC_NAMES",
            "POLARITY_METRIC_NAMES", "LEVELS", "LOWER_IS_BETTER", "average_precision", "map8", "map2", "nn", "ft",
-           "st", "dcg", "f1", "anmrr"]
+           "st", "dcg", "f1", "anmrr", "map_at_r", "r_precision"]
 
 LEVELS: tuple[str, ...] = ("emotion", "polarity")
 _RELEVANCE = ("label", "polarity")
@@ -28,9 +28,10 @@ class Metric:
     ``per_query(rel, **options)`` maps the ranked relevance matrix (Q, G) bool of
     :func:`ranked_relevance` to float64 per-query values (NaN where undefined); the metric is their
     mean. ``relevance``: ``"label"`` (same emotion; same polarity at the polarity level) or
-    ``"polarity"`` (same polarity at both levels, as mAP2). ``needs_emotions``: only defined on
-    emotion labels (mAP8). ``options`` maps a keyword of ``per_query`` to the scoring option that
-    feeds it: ``"f1_k"`` (the F1 cutoff) or ``"gtm"`` (ANMRR's largest n over the whole query set).
+    ``"polarity"`` (same polarity at both levels, as mAP2). ``needs_emotions``: computed at the emotion
+    level only (mAP8, which needs emotions; MAP@R and RP, registered for same-emotion relevance).
+    ``options`` maps a keyword of ``per_query`` to the scoring option that feeds it: ``"f1_k"`` (the
+    F1 cutoff) or ``"gtm"`` (ANMRR's largest n over the whole query set).
     """
 
     name: str
@@ -41,8 +42,9 @@ class Metric:
     options: Mapping[str, str] = field(default_factory=dict)
 
 
-#: The metric registry, name -> :class:`Metric`, in report order: the papers' eight first. Every list
-#: of metric names in apse (config validation, experiment tables, the CLI) is read from here.
+#: The metric registry, name -> :class:`Metric`, in report order: the papers' eight first, then MAP@R
+#: and RP (Musgrave et al. 2020). Every list of metric names in apse (config validation, experiment
+#: tables, the CLI) is read from here.
 METRICS: dict[str, Metric] = {}
 
 
@@ -183,6 +185,37 @@ def anmrr(rel: torch.Tensor, gtm: int | None = None) -> torch.Tensor:
     return _undefined_without_relevant(nmrr, n)
 
 
+# Beyond the papers: the two metrics "A Metric Learning Reality Check" (Musgrave, Belongie and Lim,
+# ECCV 2020, Sec. 3.2) recommends, with R = n, the number of relevant gallery items of the query.
+
+
+def map_at_r(rel: torch.Tensor) -> torch.Tensor:
+    """MAP@R = 1/R sum_{k=1..R} P@k rel_k, with R = n and P@k = hits@k / k (Musgrave et al. 2020).
+
+    AP truncated at rank R, but divided by R, not by the number of hits in the top R: a query whose
+    top R holds h < R relevant items scores at most h / R (its R-precision), even when those h come
+    first. 1 only for a perfect top R; MAP@R <= RP, with equality when the hits in the top R are
+    ranks 1..h.
+    """
+    n = rel.sum(dim=1)
+    r_max = int(n.max()) if n.numel() else 0  # no rank beyond the largest R counts
+    relf = rel[:, :r_max].to(torch.float64)
+    ranks = _ranks(r_max)
+    within_r = ranks <= n.unsqueeze(1)  # k <= R of each query
+    precision_at_k = relf.cumsum(dim=1) / ranks
+    return _undefined_without_relevant((precision_at_k * relf * within_r).sum(dim=1) / n, n)
+
+
+def r_precision(rel: torch.Tensor) -> torch.Tensor:
+    """R-precision: RP = hits@R / R with R = n (Musgrave et al. 2020).
+
+    This is the first tier of the Princeton Shape Benchmark by definition, ``RP == FT`` on every
+    ranking (:func:`ft`); it is registered under its own name as well because the metric-learning
+    literature reports it under that name, beside MAP@R.
+    """
+    return ft(rel)
+
+
 # The papers' eight, in the order of their tables.
 
 
@@ -195,7 +228,14 @@ register_metric("DCG", dcg)
 register_metric("F1", f1, options={"k": "f1_k"})
 register_metric("ANMRR", anmrr, higher_is_better=False, options={"gtm": "gtm"})
 
-#: The papers' eight metrics, and the seven of them defined at the polarity level (no mAP8).
+#: The papers' eight metrics, and the seven of them defined at the polarity level (no mAP8): the
+#: fused metrics of the fast path, and the first columns of every table. Metrics registered beyond
+#: them (MAP@R and RP below, or a user's) follow in registry order (:func:`metric_names`).
 METRIC_NAMES: tuple[str, ...] = metric_names("emotion")
 POLARITY_METRIC_NAMES: tuple[str, ...] = metric_names("polarity")
-LOWER_IS_BETTER: frozenset[str] = frozenset(n for n in METRIC_NAMES if not higher_is_better(n))
+
+# Beside the papers' metrics (Musgrave et al. 2020), at the emotion level: relevance = same emotion.
+register_metric("MAP@R", map_at_r, needs_emotions=True)
+register_metric("RP", r_precision, needs_emotions=True)
+
+LOWER_IS_BETTER: frozenset[str] = frozenset(n for n in metric_names() if not higher_is_better(n))
