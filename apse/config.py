@@ -160,6 +160,7 @@ class ProtocolConfig:
 
     split: str = "80/5/15"                     # train/val/test percentages (FI protocol)
     split_seed: int = 0
+    train_fraction: float = 1.0                # learning curves: keep this share of each class's training images
     folds: Optional[int] = None                # k of a k-fold protocol (None = random split)
     fold: Optional[int] = None                 # which fold is held out (0..folds-1)
     protocol: str = "auto"                     # test protocol: "split" | "loo"; auto = loo for folds
@@ -239,6 +240,8 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
             raise ConfigError("samples_per_class must be even: images 1-2, 3-4, ... of each emotion form "
                               f"anchor/positive pairs, got {self.samples_per_class}")
         self.split_fractions()  # validates the split string
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(f"train_fraction must lie in (0, 1], got {self.train_fraction}")
         if self.folds is not None:
             if self.folds < 2:
                 raise ConfigError(f"folds must be at least 2, got {self.folds}")

@@ -48,6 +48,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from apse.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, MODEL_FORMAT, MODEL_NAME, RESULTS_NAME, build_model,
@@ -371,6 +372,22 @@ class Trainer:
             return leave_one_out(self.model, self.test_set, **self._embed_kw())
         return evaluate_split(self.model, self.gallery_set, self.test_set, **self._embed_kw())
 
+    def test_by_source(self) -> dict[str, dict[str, float]] | None:
+        """A pooled data set's test images scored per source: each source's held-out images query
+        that source's training images only (what the embedding learnt from is pooled, what is
+        searched is not). None for a single-source data set."""
+        sources = self.sources
+        if not sources or len(set(sources)) < 2 or not len(self.test_set):
+            return None
+        out = {}
+        for source in dict.fromkeys(sources):
+            gallery = [i for i in self.split["train"] if sources[i] == source]
+            queries = [i for i in self.split["test"] if sources[i] == source]
+            if gallery and queries:
+                out[source] = evaluate_split(self.model, Subset(self.gallery_set.dataset, gallery),
+                                             Subset(self.test_set.dataset, queries), **self._embed_kw())
+        return out
+
     def _is_better(self, metrics: dict[str, float]) -> bool:
         if self.best is None or self.best.get("metrics") is None:
             return True
@@ -424,6 +441,7 @@ class Trainer:
         self.model.load_state_dict(self.best["model"])
         t0 = time.time()
         test = self.test()  # the only time the test split is looked at
+        by_source = self.test_by_source()
         test_seconds = time.time() - t0
         val_history = [(h["epoch"], h["val"][cfg.select_on]) for h in self.history if h.get("val")]
         # Paths are kept portable (portable_path): the data set is named and fingerprinted, and the
@@ -444,6 +462,7 @@ class Trainer:
             "test_protocol": ("leave-one-out within the test images" if cfg.resolved_protocol() == "loo"
                               else "test images query the training images"),
             "test_metrics": test,
+            "test_metrics_by_source": by_source,
             "attention_loss_used": self.use_attention_loss,
             "weights_source": portable_source(
                 str(getattr(self.model.backbone, "weights_source", "")), self.data_root),

@@ -3,8 +3,11 @@
 :func:`prepare_data` returns a :class:`RunData`: the split (stratified train/val/test, or one fold of a
 k-fold protocol with validation carved out of the training folds), the four views the trainer uses
 (train, gallery = the training images without augmentation, val, test) and the balanced batches of
-the training images: images through a DataLoader, or, with ``cache_features``, feature maps of the
-frozen backbone extracted once and cached on disk.
+the training images: images decoded once per run into one uint8 tensor in memory
+(:class:`apse.data.decoded.DecodedImages`: crops, flips and normalisation per batch; with
+``APSE_DECODE_CACHE=0``, or above its memory limit, each image is decoded as a DataLoader reads it,
+every epoch), or, with ``cache_features``, feature maps of the frozen backbone extracted once and
+cached on disk.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import copy
 import hashlib
 import json
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,14 +27,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from apse.config import TrainConfig
-from apse.data import (BalancedBatchSampler, EmotionImageFolder, FeatureDataset, build_transforms, extract_features,
-                       locate_dataset, stratified_kfold, stratified_split)
+from apse.data import (BalancedBatchSampler, FeatureDataset, build_transforms, extract_features,
+                       open_data, stratified_kfold, stratified_split)
+from apse.data.decoded import DEFAULT_MAX_BYTES, DecodedImages, decode_cache_enabled, decoded_nbytes, default_resize
 from apse.distributed import DistInfo
 from apse.evaluation import GatheredBatches
 from apse.io import atomic_write
 from apse.provenance import cache_root, dataset_fingerprint
 
-__all__ = ["RunData", "prepare_data", "open_dataset", "split_indices", "feature_cache_path", "with_transform"]
+__all__ = ["MIN_PER_CLASS", "RunData", "prepare_data", "open_dataset", "split_indices", "feature_cache_path", "with_transform"]
 
 _FEATURES_FORMAT_VERSION = 1  # part of the feature cache key: bump when what is cached changes meaning
 
@@ -43,19 +48,47 @@ def with_transform(dataset: Dataset, transform) -> Dataset:
 
 
 def open_dataset(data: Any) -> tuple[Dataset, str]:
-    """``(dataset, its root as text)`` from a dataset with ``.samples``, a folder, or None (located)."""
+    """``(dataset, its root as text)`` from a dataset with ``.samples``, or what
+    :func:`apse.data.open_data` opens: None (the FI subset, located), a folder, a CSV label file, a
+    data set name, or names joined by ``+`` (a pooled set)."""
     if isinstance(data, Dataset):
         if not hasattr(data, "samples"):
             raise ValueError("the dataset must have .samples [(path, label)], like apse.data.EmotionImageFolder")
         return data, str(getattr(data, "root", "<dataset>"))
-    root = locate_dataset(data) if data is None else Path(data)
-    if not Path(root).is_dir():
-        raise FileNotFoundError(f"data folder not found: {root}")
-    return EmotionImageFolder(root), str(Path(root).resolve())
+    dataset = open_data(data)
+    return dataset, str(Path(dataset.root).resolve())
 
 
-def split_indices(config: TrainConfig, labels: list[int]) -> dict[str, list[int]]:
-    """Indices of the train, val and test images under the config's protocol (``split``, ``folds``)."""
+#: The fewest training images a class keeps when ``train_fraction`` < 1: an anchor and a positive.
+MIN_PER_CLASS = 2
+
+
+def split_indices(config: TrainConfig, labels: list[int],
+                  sources: list[str] | None = None) -> dict[str, list[int]]:
+    """Indices of the train, val and test images under the config's protocol (``split``, ``folds``).
+
+    ``sources`` (a pooled data set's source of each image): the split is made within each source by
+    the same rule as for that source alone, so a source's held-out images are the same as in a run on
+    that source only. ``train_fraction`` < 1 then keeps that share of each (source, class) group of
+    the training images, at least :data:`MIN_PER_CLASS`: the same images at every seed, and a smaller
+    fraction's images are a subset of a larger one's (the learning curve adds images, never swaps
+    them). Validation and test images do not change with it.
+    """
+    labels = [int(y) for y in labels]
+    if sources is None or len(set(sources)) < 2:
+        parts = _split_one(config, labels)
+    else:
+        parts = {"train": [], "val": [], "test": []}
+        for source in dict.fromkeys(sources):
+            members = [i for i, s in enumerate(sources) if s == source]
+            for part, idx in _split_one(config, [labels[i] for i in members]).items():
+                parts[part].extend(members[i] for i in idx)
+    if config.train_fraction < 1.0:
+        parts["train"] = _fraction(parts["train"], labels, sources, config.train_fraction, config.split_seed)
+    return parts
+
+
+def _split_one(config: TrainConfig, labels: list[int]) -> dict[str, list[int]]:
     fractions = config.split_fractions()
     if config.folds is None:
         parts = stratified_split(labels, fractions=fractions, seed=config.split_seed)
@@ -70,6 +103,20 @@ def split_indices(config: TrainConfig, labels: list[int]) -> dict[str, list[int]
         return {"train": [train_idx[i] for i in sub["train"]], "val": [train_idx[i] for i in sub["val"]],
                 "test": held}
     return {"train": train_idx, "val": [], "test": held}
+
+
+def _fraction(train: list[int], labels: list[int], sources: list[str] | None, fraction: float,
+              seed: int) -> list[int]:
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i in sorted(train):
+        groups.setdefault((sources[i] if sources else "", labels[i]), []).append(i)
+    kept = []
+    for (source, label), members in sorted(groups.items()):
+        # one fixed order per group: a prefix of it is the group's share at any fraction
+        order = np.random.default_rng([seed, label, zlib.crc32(source.encode())]).permutation(len(members))
+        n = min(len(members), max(MIN_PER_CLASS, int(round(fraction * len(members)))))
+        kept.extend(members[j] for j in order[:n])
+    return sorted(kept)
 
 
 def feature_cache_path(config: TrainConfig, model: nn.Module, samples) -> Path:
@@ -122,8 +169,28 @@ class RunData:
     train_loader: Any
     feature_cache_path: str | None
     feature_seconds: float | None  # None: nothing extracted in this mode
+    sources: list[str] | None      # a pooled data set's source of each sample (None: one source)
     _base: Dataset      # the dataset as opened, and its eval transform: the probe stage caches features
     _eval_tf: Any       # of these
+
+
+def _decoded_images(config: TrainConfig, base: Dataset, mean, std, *, log: Callable[[str], None],
+                    progress: bool) -> DecodedImages | None:
+    """The image mode's training view over every image of ``base`` decoded once (apse.data.decoded), or
+    None: turned off (``APSE_DECODE_CACHE=0``) or above its memory limit (then items are decoded as read)."""
+    if not decode_cache_enabled():
+        return None
+    resize = default_resize(config.image_size, config.resize)
+    nbytes = decoded_nbytes(len(base.samples), resize)
+    if nbytes > DEFAULT_MAX_BYTES:
+        log(f"not decoding {len(base.samples)} images into memory ({nbytes / 2**20:.0f} MB at {resize} px is above "
+            f"{DEFAULT_MAX_BYTES / 2**20:.0f} MB): each image is decoded as it is read")
+        return None
+    decoded = DecodedImages(base, image_size=config.image_size, resize=resize, mean=mean, std=std, train=True,
+                            num_workers=config.num_workers, progress=progress)
+    log(f"decoded {len(decoded)} images once into {decoded.nbytes() / 2**20:.0f} MB (uint8, {resize} px) "
+        f"in {decoded.decode_seconds:.1f}s")
+    return decoded
 
 
 def prepare_data(config: TrainConfig, data: Any, model: nn.Module, *, device: torch.device, dist_info: DistInfo,
@@ -132,16 +199,19 @@ def prepare_data(config: TrainConfig, data: Any, model: nn.Module, *, device: to
     base, data_root = open_dataset(data)
     samples = list(base.samples)
     labels = [int(label) for _, label in samples]
-    split = split_indices(config, labels)
+    split = split_indices(config, labels, getattr(base, "sources", None))
     if not split["train"]:
         raise ValueError("the training split is empty; check the data folder and split fractions")
     counts = np.bincount([labels[i] for i in split["train"]], minlength=8)
-    if (counts < config.samples_per_class).any():
-        raise ValueError(f"every emotion needs at least samples_per_class={config.samples_per_class} training "
-                         f"images; the training split has {counts.tolist()} (papers' emotion order)")
+    # a class with fewer than samples_per_class images is sampled with replacement (the sampler warns);
+    # with fewer than an anchor and a positive it cannot form an N-pair tuple at all
+    if (counts < MIN_PER_CLASS).any():
+        raise ValueError(f"every emotion needs at least {MIN_PER_CLASS} training images (an anchor and a "
+                         f"positive); the training split has {counts.tolist()} (papers' emotion order)")
     mean, std = tuple(model.backbone.mean), tuple(model.backbone.std)
     eval_tf = build_transforms(False, image_size=config.image_size, resize=config.resize, mean=mean, std=std)
     cache_path, seconds = None, None
+    generator = torch.Generator()
     if config.cache_features:
         features, path, seconds = cached_features(config, model, with_transform(base, eval_tf), device=device,
                                                   dist_info=dist_info, log=log, progress=progress)
@@ -151,8 +221,15 @@ def prepare_data(config: TrainConfig, data: Any, model: nn.Module, *, device: to
         train_ds = FeatureDataset(features.features, features.labels, features.meta, train=True)
         eval_ds = features
     else:
-        train_tf = build_transforms(True, image_size=config.image_size, resize=config.resize, mean=mean, std=std)
-        train_ds, eval_ds = with_transform(base, train_tf), with_transform(base, eval_tf)
+        train_ds = _decoded_images(config, base, mean, std, log=log, progress=progress and dist_info.is_main)
+        if train_ds is not None:
+            # decoded once into one uint8 tensor (apse.data.decoded): the views share it, the training
+            # view draws its crops and flips from the loader generator, reseeded every epoch
+            train_ds.generator = generator
+            eval_ds = train_ds.view(train=False)
+        else:  # every item decoded and transformed as it is read, every epoch (APSE_DECODE_CACHE=0)
+            train_tf = build_transforms(True, image_size=config.image_size, resize=config.resize, mean=mean, std=std)
+            train_ds, eval_ds = with_transform(base, train_tf), with_transform(base, eval_tf)
     train_set = Subset(train_ds, split["train"])
     train_labels = [labels[i] for i in split["train"]]
     # Every rank builds the same epoch of balanced batches and takes every world_size-th one.
@@ -160,12 +237,12 @@ def prepare_data(config: TrainConfig, data: Any, model: nn.Module, *, device: to
         train_labels, classes_per_batch=config.classes_per_batch, samples_per_class=config.samples_per_class,
         batches_per_epoch=config.batches_per_epoch, seed=config.seed, rank=dist_info.rank,
         world_size=dist_info.world_size)
-    generator = torch.Generator()
-    if config.cache_features:
+    if config.cache_features or isinstance(train_ds, DecodedImages):
+        # in-memory tensors: whole batches gathered in this process (no workers, no per-item collation)
         loader = GatheredBatches(train_set.dataset, train_set.indices, sampler)
     else:
         loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.num_workers,
                             pin_memory=device.type == "cuda", generator=generator, persistent_workers=False)
     return RunData(data_root, samples, split, train_set, Subset(eval_ds, split["train"]), Subset(eval_ds, split["val"]),
                    Subset(eval_ds, split["test"]), train_labels, sampler, generator, loader, cache_path, seconds,
-                   base, eval_tf)
+                   getattr(base, "sources", None), base, eval_tf)

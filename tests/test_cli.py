@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 
 from apse.__main__ import main
+from apse.metrics import metric_names
 from conftest import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-METRICS = {"mAP8", "mAP2", "NN", "FT", "ST", "DCG", "F1", "ANMRR"}
+METRICS = set(metric_names())
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

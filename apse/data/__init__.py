@@ -27,6 +27,10 @@ One module per job; every public name is importable from ``apse.data`` itself. W
 - :mod:`apse.data.features`: :func:`extract_features` / :class:`FeatureDataset` run a *frozen*
   backbone once over a dataset and keep its stage maps (conv3, conv5, ...), so everything after the
   backbone trains on cached maps (a documented deviation for CPU work).
+- :mod:`apse.data.votes`: vote-labelled images (FlickrLDL's ``labels.csv``): the majority emotion,
+  ties and polarity conflicts left out and listed (:meth:`EmotionImageFolder.from_manifest` reads it).
+- :mod:`apse.data.pooled`: :func:`open_data` opens a data set by path or name, :func:`pool` joins
+  several into one whose ``sources`` name each image's data set (folds are drawn within each source).
 - :mod:`apse.data.polarity`: :class:`~apse.data.polarity.LabelledImages` (polarity- or emotion-labelled
   images from a CSV or class folders) and Twitter I.
 """
@@ -36,6 +40,7 @@ from apse.data.fetch import get
 from apse.data.folder import EmotionImageFolder
 from apse.data.images import IMAGE_EXTENSIONS, CorruptImageError, DataWarning, is_image_file, load_rgb
 from apse.data.locate import FI_REQUEST, locate_dataset
+from apse.data.pooled import DATASET_LABELS, dataset_label, open_data, pool
 from apse.data.sampler import BalancedBatchSampler
 from apse.data.splits import load_split, save_split, stratified_kfold, stratified_split
 from apse.data.transforms import build_transforms
@@ -43,7 +48,8 @@ from apse.data.transforms import build_transforms
 __all__ = [
     "CorruptImageError", "DataWarning", "EmotionImageFolder", "FeatureDataset", "BalancedBatchSampler",
     "build_transforms", "extract_features", "get", "is_image_file", "load_rgb", "load_split", "locate_dataset",
-    "save_split", "stratified_kfold", "stratified_split",
+    "save_split", "stratified_kfold", "stratified_split", "open_data", "pool", "dataset_label",
+    "DATASET_LABELS",
     # constants that were importable from the single apse.data module
     "FI_REQUEST", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
 ]

@@ -7,16 +7,20 @@ and the item protocol are :class:`apse.data.images.ImageFileDataset`.
 from __future__ import annotations
 
 import copy
+import csv
 import os
 import warnings
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from apse.data.images import (
     CHECKS, IMAGE_EXTENSIONS, CorruptImageError, DataWarning, ImageFileDataset, _check_decode, _check_header,
     is_image_file,
 )
 from apse.data.manifest import read_manifest
+from apse.data.votes import has_vote_columns, read_votes
 from apse.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index
 from apse.progress import progress_bar
 
@@ -95,6 +99,9 @@ class EmotionImageFolder(ImageFileDataset):
         self.on_error = on_error
         self.check = check
         self.bad_files: list[tuple[str, str]] = []
+        self.votes: np.ndarray | None = None      # vote files: [len(samples), 8] counts
+        self.dropped: dict[str, list[str]] = {}   # vote files: paths left out, by reason
+        self.sources: list[str] | None = None     # pooled sets: the data set of each sample
         self.ignored_files: list[str] = []
         self._origin: dict[str, str] = {}  # path -> where it was listed (manifest line), for errors
 
@@ -215,8 +222,14 @@ class EmotionImageFolder(ImageFileDataset):
         check: str = "header",
         target_transform: Callable | None = None,
         progress: bool = False,
+        conflicts: str = "drop",
     ) -> "EmotionImageFolder":
-        """A dataset from a CSV label file (IAPSa, ArtPhoto, Abstract: see data/README.md).
+        """A dataset from a CSV label file (IAPSa, ArtPhoto, Abstract, FlickrLDL: see data/README.md).
+
+        A CSV with ``votes_<emotion>`` columns (FlickrLDL's ``labels.csv``) is a vote file, read by
+        :func:`apse.data.votes.read_votes`: each image is labelled with its majority emotion; ties and
+        (``conflicts="drop"``) images whose vote polarity is not their emotion's are left out and
+        listed in :attr:`dropped`, and the votes are kept in :attr:`votes` (one row per sample).
 
         The CSV needs a header with (at least) the columns ``path`` and ``emotion`` (any order, any
         case; more columns are ignored). ``emotion`` is an emotion name (any case) or its index 0..7 in
@@ -233,7 +246,13 @@ class EmotionImageFolder(ImageFileDataset):
         self = cls.__new__(cls)
         self._init_options(base, transform, target_transform, on_error, check)
 
-        manifest = read_manifest(csv_path, base)
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+        if has_vote_columns(header):
+            manifest = read_votes(csv_path, base, conflicts=conflicts)
+            self.dropped = manifest.dropped
+        else:
+            manifest = read_manifest(csv_path, base)
         self._origin.update(manifest.origin)
         candidates, missing_files, duplicates = manifest.samples, manifest.missing, manifest.duplicates
         if duplicates:
@@ -257,6 +276,8 @@ class EmotionImageFolder(ImageFileDataset):
             warnings.warn(f"manifest {str(csv_path)!r} has no images of: {', '.join(absent)}",
                           DataWarning, stacklevel=2)
         self._finish(candidates, progress=progress)
+        if has_vote_columns(header):
+            self.votes = np.asarray([manifest.votes[p] for p, _ in self.samples], dtype=np.int64)
         return self
 
     # -- the Dataset protocol ------------------------------------------------------------------------
@@ -280,12 +301,22 @@ class EmotionImageFolder(ImageFileDataset):
             raise ValueError(f"n must be >= 1, got {n}")
         seen: dict[int, int] = {}
         kept = []
-        for path, label in self.samples:
+        for i, (_, label) in enumerate(self.samples):
             seen[label] = seen.get(label, 0) + 1
             if seen[label] <= n:
-                kept.append((path, label))
+                kept.append(i)
+        return self.select(kept)
+
+    def select(self, indices) -> "EmotionImageFolder":
+        """A copy holding the samples at ``indices`` (in that order), with their votes and sources."""
+        indices = [int(i) for i in indices]
         clone = copy.copy(self)
-        clone.samples, clone.targets = kept, [label for _, label in kept]
+        clone.samples = [self.samples[i] for i in indices]
+        clone.targets = [label for _, label in clone.samples]
+        if self.votes is not None:
+            clone.votes = self.votes[indices]
+        if self.sources is not None:
+            clone.sources = [self.sources[i] for i in indices]
         return clone
 
     def __repr__(self) -> str:

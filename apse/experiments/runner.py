@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from apse.config import load_config
-from apse.data import EmotionImageFolder, locate_dataset
+from apse.data import open_data
 from apse.evaluation import attention_report
 from apse.experiments.extras import EXTRAS
 from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, regime_dir, run_overrides
@@ -39,6 +39,8 @@ __all__ = ["RUNNER_VERSION", "RunSpec", "run_key", "expand", "execute_run", "run
 #: Bump when a change of this runner (protocol, what a run computes) invalidates cached runs.
 RUNNER_VERSION = 1
 # Config fields that cannot change a run's numbers (where files go, worker counts): left out of the key.
+#: The data set of the book's experiments: its runs' keys do not name it (they predate the others).
+DEFAULT_DATA = "fi-subset"
 _NOT_IN_KEY = ("device", "num_workers", "feature_cache", "batch_size_eval")
 
 
@@ -62,7 +64,7 @@ class RunSpec:
 # Config fields added after runs were cached, with the value that reproduces those runs: left out of
 # the key at that value, so the cached runs stay valid (a run that sets another value is keyed by it).
 _ADDED_FIELDS = {"attention_mask_scale": "sum", "attention_lr": None, "backbone_lr": None, "freeze_bn": False,
-                 "warmup_epochs": 0, "probe_epochs": 0, "probe_lr": None}
+                 "warmup_epochs": 0, "probe_epochs": 0, "probe_lr": None, "train_fraction": 1.0}
 
 
 def run_key(config: dict, fold: int, seed: int, untrained: bool = False, extra: dict | None = None) -> str:
@@ -82,6 +84,8 @@ def expand(experiment: Experiment, base, *, folds: int | None = None, seeds: Seq
     ``base`` is a TrainConfig; ``overrides`` apply to every run after the experiment's and variant's own.
     """
     folds = experiment.folds if folds is None else int(folds)
+    if experiment.data not in (None, DEFAULT_DATA):  # another data set: part of every run's key
+        extra_key = {"data": experiment.data, **(extra_key or {})}
     if not 1 <= folds <= k:
         raise ValueError(f"folds must be between 1 and k={k}, got {folds}")
     specs = []
@@ -101,7 +105,8 @@ def expand(experiment: Experiment, base, *, folds: int | None = None, seeds: Seq
 
 class _Context:
     """What every run of an invocation shares: the dataset object (scanned once), found from
-    ``data`` (a folder or None, see :func:`apse.data.locate_dataset`) or given already opened."""
+    ``data`` (what :func:`apse.data.open_data` opens: None = the FI subset, a folder, a label file, a
+    data set name or a pooled ``a+b``) or given already opened."""
 
     def __init__(self, data: str | None, dataset=None):
         self._data_arg = data
@@ -110,7 +115,7 @@ class _Context:
     @property
     def dataset(self):
         if self._dataset is None:
-            self._dataset = EmotionImageFolder(locate_dataset(self._data_arg))
+            self._dataset = open_data(self._data_arg)
         return self._dataset
 
 
@@ -131,7 +136,8 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
             trainer.setup()
             test = trainer.test()
             val = trainer.validate()
-            results = {"test_metrics": test, "val_metrics": val, "chosen_epoch": 0, "history": [],
+            results = {"test_metrics": test, "val_metrics": val,
+                       "test_metrics_by_source": trainer.test_by_source(), "chosen_epoch": 0, "history": [],
                        "data": {"split": {k: len(v) for k, v in trainer.split.items()}},
                        "train_time_s": 0.0, "feature_extraction_s": getattr(trainer, "feature_seconds", None),
                        "weights_source": portable_source(
@@ -145,10 +151,12 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
     finally:
         trainer.close()
     select = cfg.select_on
+    by_source = results.get("test_metrics_by_source")
     history = results.get("history") or []
     probe = results.get("probe")
     return {
         "test_metrics": _round(results["test_metrics"]),
+        **({"test_metrics_by_source": {s: _round(m) for s, m in by_source.items()}} if by_source else {}),
         "val_metrics": _round(results.get("val_metrics")),
         "chosen_epoch": results.get("chosen_epoch"),
         "attention_heads": attention,
@@ -212,7 +220,7 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
             raise ValueError(f"only_folds must lie in 0..{k - 1}, got {sorted(only_folds)}")
         specs = [s for s in specs if s.fold in set(only_folds)]
     execute = execute or execute_run
-    ctx = _Context(data)
+    ctx = _Context(data if data is not None else experiment.data)
     records, ran, cached = [], 0, 0
     out_dir = results_dir / regime_dir(name, regime)
     for i, spec in enumerate(specs, 1):
@@ -231,6 +239,7 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
         t0 = time.time()
         result = execute(spec, ctx)
         record = {"experiment": name, "variant": spec.variant.name, "label": spec.variant.label,
+                  **({"data": experiment.data} if experiment.data not in (None, DEFAULT_DATA) else {}),
                   "fold": spec.fold, "seed": spec.seed, "key": spec.key, "untrained": spec.variant.untrained,
                   "config": portable_config(spec.config.to_dict()), **result,
                   "code_hash": code_hash(), "runner_version": RUNNER_VERSION,

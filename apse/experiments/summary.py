@@ -18,7 +18,7 @@ from apse.experiments.regimes import DEFAULT_RESULTS
 from apse.experiments.stats import key_means, mean_std, ordering_report
 from apse.experiments.tables import ORDER, Experiment, get_experiment
 from apse.io import read_json
-from apse.metrics import metric_names
+from apse.metrics import METRIC_NAMES
 from apse.paper_results import PAPER_LABEL, PAPER_METRICS, TABLES
 
 if TYPE_CHECKING:  # annotations only: the runner imports this module
@@ -27,8 +27,9 @@ if TYPE_CHECKING:  # annotations only: the runner imports this module
 __all__ = ["METRICS", "DATASET_LABEL", "BACKBONE_LABEL", "OURS_LABEL", "SUMMARY_COLUMNS", "summarise_experiment",
            "table_info", "summary_table", "write_summary", "settings_lines", "note_lines", "write_index"]
 
-#: The metrics of every table, in column order (:func:`apse.metrics.metric_names`).
-METRICS = metric_names()
+#: The metrics of every table, in column order: the papers' (:data:`apse.metrics.METRIC_NAMES`).
+#: MAP@R and RP (registered beside them) are in every new run record and read from there.
+METRICS = METRIC_NAMES
 DATASET_LABEL = "FI subset (602 images)"
 BACKBONE_LABEL = "EfficientNet-Lite0, ImageNet-pretrained, frozen (cached features)"
 OURS_LABEL = "ours (FI subset)"

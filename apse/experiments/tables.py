@@ -13,7 +13,8 @@ from typing import Any, Callable, Optional
 from apse.backbones import LITE_VARIANTS, NATIVE_RESOLUTION, STAGES
 
 __all__ = ["Variant", "Experiment", "EXPERIMENTS", "ORDER", "K_FOLDS", "BUDGET_OVERRIDES", "register_experiment",
-           "get_experiment", "run_order", "FLOOR", "LR_GRID", "CORE_ROWS", "BACKBONE_GRID", "BACKBONE_ROWS"]
+           "get_experiment", "run_order", "FLOOR", "LR_GRID", "CORE_ROWS", "BACKBONE_GRID", "BACKBONE_ROWS",
+           "SCALE_ROWS", "CURVE_ROWS", "CURVE_FRACTIONS", "CURVE_DATA"]
 
 K_FOLDS = 5
 #: What every experiment changes in the base config, for the CPU budget (2 shared cores, about an hour
@@ -51,6 +52,9 @@ class Experiment:
     overrides: dict = field(default_factory=lambda: dict(BUDGET_OVERRIDES))  # applied to every variant
     paper_tables: tuple[str, ...] = ()
     description: str = ""
+    #: the data set, as apse.data.open_data names it; None = the FI subset (the book's default).
+    #: Another data set is part of each run's key, so its runs never share a file with FI's.
+    data: Optional[str] = None
 
 
 # Baselines of Table 1 use the papers' baseline network: GAP of the last stage, a linear map to 512
@@ -328,6 +332,52 @@ def _diagnosis() -> Experiment:
     return Experiment("diagnosis", "Where APSE's emotion-level accuracy goes: levels, loss and network", rows,
                       description="Not in the papers. The same folds and seeds as the core table; run in "
                                   "both regimes for paired comparisons.")
+
+
+
+#: Issue "Is it the data?": the key rows on a second 8-class domain (FlickrLDL) and learning curves.
+#: The key rows of chapter 13 that the second data set and the learning curves re-run.
+SCALE_ROWS = (("table1", "softmax"), ("table1", "npair"), ("ablation", "ep-so"), ("ablation", "at-ep-mo"),
+              ("table1", "apse-wep"), ("table1", "apse-gep"))
+#: The rows of the learning curves: the N-pair floor, EP on the same linear head, and APSE + GEP.
+CURVE_ROWS = (("table1", "npair"), ("ablation", "ep-so"), ("table1", "apse-gep"))
+#: The shares of the training folds a learning curve trains on (stratified by class, nested).
+CURVE_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
+#: The curves' data sets: each source alone, then pooled (reported per source of the queries).
+CURVE_DATA = {"curve-fi": "fi-subset", "curve-flickrldl": "flickrldl", "curve-pooled": "fi-subset+flickrldl"}
+
+
+def _rows(pairs) -> list[Variant]:
+    tables = {name: {v.name: v for v in EXPERIMENTS[name]().variants} for name in ("table1", "ablation")}
+    return [tables[table][name] for table, name in pairs]
+
+
+@register_experiment("flickrldl", order=12)
+def _flickrldl() -> Experiment:
+    return Experiment("flickrldl", "The key rows on FlickrLDL (861-image part), frozen or fine-tuned",
+                      (FLOOR, *_rows(SCALE_ROWS)), data="flickrldl",
+                      description="FlickrLDL's majority-vote labels (ties and polarity conflicts left "
+                                  "out: 736 images), 5 stratified folds, the FI protocol.")
+
+
+def _curve(name: str) -> Callable[[], Experiment]:
+    def build() -> Experiment:
+        rows = []
+        for row in _rows(CURVE_ROWS):
+            for fraction in CURVE_FRACTIONS:
+                overrides = {**row.overrides, "train_fraction": fraction}
+                rows.append(Variant(f"{row.name}-p{round(fraction * 1000):04d}",
+                                    f"{row.label}, {fraction:g} of the training images", overrides,
+                                    row.paper, param=fraction, floor=row.floor))
+        data = CURVE_DATA[name]
+        return Experiment(name, f"Learning curve on {data}: N-pair SO, EP SO and APSE + GEP at "
+                                f"{', '.join(f'{f:g}' for f in CURVE_FRACTIONS)} of the training images",
+                          tuple(rows), data=data)
+    return build
+
+
+for _order, _name in enumerate(CURVE_DATA, 13):
+    register_experiment(_name, order=_order)(_curve(_name))
 
 
 #: The order of ``python -m apse.experiments all`` (and of the results index).
