@@ -35,7 +35,9 @@ examples:
   python -m apse search --index gallery.index --image query.jpg -k 5
 
 A data folder holds one sub-folder per emotion (amusement, contentment, awe, excitement, fear, anger,
-disgust, sadness), like the FI release.
+disgust, sadness), like the FI release; --data also takes a label file (a manifest, or FlickrLDL's
+vote file: ../shared/data/flickrldl/labels.csv), a data set name, or a pooled set such as
+fi-subset+flickrldl (apse.data.open_data).
 """
 
 
@@ -63,7 +65,8 @@ def _build_parser() -> argparse.ArgumentParser:
                               "overrides are key=value pairs of apse.config.TrainConfig, e.g. lr=1e-4 "
                               "pretrained=false batches_per_epoch=null split=70/10/20")
     p.add_argument("--config", "-c", help="YAML config file (default: the papers' settings)")
-    p.add_argument("--data", "-d", help="dataset folder with one sub-folder per emotion (default: $APSE_DATA)")
+    p.add_argument("--data", "-d", help="dataset folder with one sub-folder per emotion, a label CSV (FlickrLDL's "
+                                        "votes too), a data set name, or a pooled a+b (default: $APSE_DATA)")
     p.add_argument("--out", "-o", required=True, help="output folder for checkpoint.pt, model.pt, results.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --out already holds a run")
@@ -136,11 +139,15 @@ def _cmd_train(args) -> int:
 
     config = load_config(args.config) if args.config else TrainConfig()
     config = apply_overrides(config, args.overrides)
+    from apse.data import open_data
+
     data = args.data or os.environ.get("APSE_DATA")
     if data is None:
         raise UserError("no dataset: pass --data DIR (one sub-folder per emotion) or set $APSE_DATA")
-    if not Path(data).is_dir():
-        raise UserError(f"data folder not found: {data}")
+    try:  # a folder, a label file (FlickrLDL's votes too), a data set name, or a pooled a+b
+        data = open_data(data)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
     results = train(config, data, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 wrote files and reports
         return 0
@@ -153,8 +160,21 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _is_vote_file(path: Path) -> bool:
+    """A label CSV with vote columns (FlickrLDL), or a folder holding one as labels.csv."""
+    import csv
+
+    from apse.data.votes import has_vote_columns
+
+    csv_path = path / "labels.csv" if path.is_dir() else path
+    if not csv_path.is_file() or csv_path.suffix.lower() != ".csv":
+        return False
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        return has_vote_columns(next(csv.reader(fh), []))
+
+
 def _cmd_evaluate(args) -> int:
-    from apse.data import EmotionImageFolder, build_transforms
+    from apse.data import EmotionImageFolder, build_transforms, open_data
     from apse.evaluation import embed_dataset
     from apse.metrics import evaluate_embeddings
     from apse.checkpoints import load_model
@@ -178,6 +198,10 @@ def _cmd_evaluate(args) -> int:
         if args.level == "emotion" and folder.is_dir() and not polarity_dirs \
                 and not (folder / "labels.csv").is_file():
             return EmotionImageFolder(path, transform=tf)
+        if args.level == "emotion" and _is_vote_file(folder):  # FlickrLDL: majority emotions
+            data = open_data(path)
+            data.transform = tf
+            return data
         return open_labelled(path, tf, level=args.level)
 
     queries = images(args.queries)

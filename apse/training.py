@@ -449,7 +449,7 @@ class Trainer:
         cache_file = getattr(self, "feature_cache_path", None)
         results = {
             "config": portable_config(cfg.to_dict(), self.data_root),
-            "data": {"name": Path(self.data_root).name,
+            "data": {"name": getattr(self._base, "name", None) or Path(self.data_root).name,
                      "fingerprint": dataset_fingerprint(self.samples), "images": len(self.samples),
                      "split": {k: len(v) for k, v in self.split.items()},
                      "fold": cfg.fold, "folds": cfg.folds},

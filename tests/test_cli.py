@@ -92,7 +92,7 @@ def test_index_and_search(trained, tmp_path):
 
 
 @pytest.mark.parametrize("make_args, message", [
-    (lambda t: ["train", "--data", str(t / "nope"), "--out", str(t / "o")], "data folder not found"),
+    (lambda t: ["train", "--data", str(t / "nope"), "--out", str(t / "o")], "does not exist"),
     (lambda t: ["train", "--data", str(t), "--out", str(t / "o"), "bogus=1"], "unknown config key 'bogus'"),
     (lambda t: ["train", "--data", str(t), "--out", str(t / "o"), "lr=abc"], "lr expects a number"),
     (lambda t: ["train", "--config", str(t / "missing.yaml"), "--data", str(t), "--out", str(t / "o")],

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from apse.data.folder import EmotionImageFolder
 from apse.data.locate import locate_dataset
+from apse.data.sources import SOURCES
 
 __all__ = ["DATASET_LABELS", "open_data", "pool", "dataset_label"]
 
@@ -74,6 +75,10 @@ def _open_one(spec: str | os.PathLike) -> EmotionImageFolder:
         looks_like_path = os.sep in str(spec) or path.suffix or str(spec).startswith(".")
         # a path that is not there is an error; a bare word is a data set name, found where
         # locate_dataset looks for it (or named in its error, with the command that fetches it)
+        if not looks_like_path and str(spec) not in SOURCES:
+            raise FileNotFoundError(
+                f"{str(spec)!r} is neither a path nor a data set name; the names are "
+                f"{', '.join(SOURCES)} (`python -m apse data list`), or give a folder or label file")
         path = locate_dataset(path) if looks_like_path else locate_dataset(None, str(spec))
     if path.is_file():
         return EmotionImageFolder.from_manifest(path)

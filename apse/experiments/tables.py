@@ -14,7 +14,8 @@ from apse.backbones import LITE_VARIANTS, NATIVE_RESOLUTION, STAGES
 
 __all__ = ["Variant", "Experiment", "EXPERIMENTS", "ORDER", "K_FOLDS", "BUDGET_OVERRIDES", "register_experiment",
            "get_experiment", "run_order", "FLOOR", "LR_GRID", "CORE_ROWS", "BACKBONE_GRID", "BACKBONE_ROWS",
-           "SCALE_ROWS", "CURVE_ROWS", "CURVE_FRACTIONS", "CURVE_DATA"]
+           "SCALE_ROWS", "CURVE_ROWS", "CURVE_FRACTIONS", "CURVE_DATA", "TUNING_TRIALS", "TUNING_ROWS",
+           "tuning_space"]
 
 K_FOLDS = 5
 #: What every experiment changes in the base config, for the CPU budget (2 shared cores, about an hour
@@ -378,6 +379,42 @@ def _curve(name: str) -> Callable[[], Experiment]:
 
 for _order, _name in enumerate(CURVE_DATA, 13):
     register_experiment(_name, order=_order)(_curve(_name))
+
+
+#: The equal tuning budget (Musgrave, Belongie and Lim, "A Metric Learning Reality Check", ECCV 2020):
+#: each row gets TUNING_TRIALS trials, the book's own setting first, then random draws over its own
+#: hyper-parameters (seeded, so the definition is fixed). The trial is chosen on validation only.
+TUNING_TRIALS = 12
+TUNING_ROWS = (("table1", "npair"), ("ablation", "ep-so"), ("table1", "apse-gep"))
+
+
+def tuning_space(loss: str, rng) -> dict:
+    """One random trial: lr (log-uniform 0.01-1) and weight decay (log-uniform 1e-5-1e-2) for every
+    row; APSE's own lam (uniform 0.1-0.9) and GEP's beta (adaptive, or uniform 0-1, even odds)."""
+    def sig(x: float) -> float:
+        return float(f"{x:.2g}")
+    trial = {"lr": sig(10 ** rng.uniform(-2, 0)), "weight_decay": sig(10 ** rng.uniform(-5, -2))}
+    if loss == "apse":
+        trial["lam"] = round(float(rng.uniform(0.1, 0.9)), 2)
+        trial["beta"] = None if rng.uniform() < 0.5 else round(float(rng.uniform(0, 1)), 2)
+    return trial
+
+
+@register_experiment("tuning", order=16)
+def _tuning() -> Experiment:
+    import numpy as np
+
+    rows = []
+    for row in _rows(TUNING_ROWS):
+        rng = np.random.default_rng([2020, len(rows)])
+        for t in range(1, TUNING_TRIALS + 1):
+            trial = {} if t == 1 else tuning_space(row.overrides["loss"], rng)
+            text = ", ".join(f"{k} {v if v is not None else 'adaptive'}" for k, v in trial.items())
+            rows.append(Variant(f"{row.name}-t{t:02d}", f"{row.label}, trial {t}"
+                                + (f" ({text})" if text else " (the book's setting)"),
+                                {**row.overrides, **trial}, row.paper, param=t, floor=row.floor))
+    return Experiment("tuning", f"An equal tuning budget: {TUNING_TRIALS} trials each for N-pair SO, EP SO "
+                                "and APSE + GEP, chosen on validation", tuple(rows))
 
 
 #: The order of ``python -m apse.experiments all`` (and of the results index).
