@@ -1,8 +1,11 @@
 """apse: Attention-aware Polarity Sensitive Embedding for affective image retrieval.
 
 A from-scratch reference implementation of Yao et al. (ICCV 2019, IEEE TMM 2020), and the code under
-the APSE Book. One module per concept: `emotions`, `losses`, `metrics`, `backbones`, `attention`,
-`pooling`, `model`, `data`, `training`, `evaluation`, `retrieval`, `plotting`.
+the APSE Book. One module (or package) per concept: `emotions`, `data` (images, splits, data sets by
+name, pooled sets, the fetcher), `backbones`, `attention`, `pooling`, `fusion`, `model`, `losses`,
+`metrics`, `training` (with `training_data`, `checkpoints`, `rng`, `distributed`), `evaluation`,
+`retrieval`, `explorer`, `plotting`, `diagrams`, `transfer` (other data sets), `experiments` (the
+papers' tables, re-run) and `notebook` (the book's helpers).
 """
 from apse.emotions import EMOTIONS, POLARITIES, emotion_index, polarity_of, polarity_labels
 

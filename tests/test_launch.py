@@ -80,7 +80,7 @@ def test_every_data_set_a_notebook_names_exists_and_the_book_extra_covers_its_im
                            .split("]", 1)[0] + "]")["x"]
     for module, package in [("matplotlib", "matplotlib"), ("seaborn", "seaborn"),
                             ("pandas", "pandas"), ("ipywidgets", "ipywidgets"),
-                            ("skimage", "scikit-image")]:
+                            ("skimage", "scikit-image"), ("scipy", "scipy")]:
         used = any(f"import {module}" in p.read_text() or f"from {module}" in p.read_text()
                    for p in list((REPO / "apse").rglob("*.py")) + launch_cells.notebooks())
         assert not used or package in extra, package

@@ -38,13 +38,12 @@ __all__ = ["RUNNER_VERSION", "RunSpec", "run_key", "expand", "execute_run", "run
 
 #: Bump when a change of this runner (protocol, what a run computes) invalidates cached runs.
 RUNNER_VERSION = 1
-# Config fields that cannot change a run's numbers (where files go, worker counts): left out of the key.
 #: The data set of the book's experiments: its runs' keys do not name it (they predate the others).
 DEFAULT_DATA = "fi-subset"
+# Config fields that cannot change a run's numbers (where files go, worker counts): left out of the key.
 _NOT_IN_KEY = ("device", "num_workers", "feature_cache", "batch_size_eval")
 
 
-@dataclass
 @dataclass
 class RunSpec:
     """One run of an experiment: a variant on one held-out fold with one seed, its config and key."""

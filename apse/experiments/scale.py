@@ -11,6 +11,7 @@ degrees of freedom). The folds' training sets overlap (each pair shares 3 of 5 f
 intervals are narrower than independent data sets would give: read them as "how much the choice of
 held-out images moves the number", not as a population interval.
 
+* :func:`split_counts` -- images per emotion in every fold's train / val / test part.
 * :func:`curve_frame` -- one row per run and query source: data set, row, fraction, training
   images, fold, seed, metrics.
 * :func:`curve_summary` -- mean and 95% interval per (query source, training data, row, size).
@@ -35,7 +36,7 @@ from apse.experiments.runner import load_records
 from apse.experiments.stats import mean_std, paired_difference
 from apse.experiments.tables import CURVE_DATA, get_experiment
 
-__all__ = ["ROW_LABELS", "curve_frame", "curve_summary", "gap_summary", "gap_trend", "pooling_table",
+__all__ = ["ROW_LABELS", "split_counts", "curve_frame", "curve_summary", "gap_summary", "gap_trend", "pooling_table",
            "plot_learning_curves", "tuning_table", "t_interval"]
 
 #: The curves' rows, as the chapter names them.
@@ -71,6 +72,24 @@ def curve_frame(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> pd.DataFram
                              "n_train": int(r["split"]["train"]), "fold": int(r["fold"]),
                              "seed": int(r["seed"]), **{m: metrics.get(m) for m in ("mAP8", "mAP2", "MAP@R")}})
     return pd.DataFrame(rows)
+
+
+def split_counts(dataset, config, folds: int = 5) -> pd.DataFrame:
+    """Images per emotion in the train / val / test part of every held-out fold of ``dataset`` under
+    ``config``'s protocol (its ``split`` shares, ``train_fraction``): one row per (fold, part)."""
+    from apse.emotions import EMOTIONS
+    from apse.training_data import split_indices
+
+    labels = [int(y) for _, y in dataset.samples]
+    sources = getattr(dataset, "sources", None)
+    rows = []
+    for fold in range(folds):
+        parts = split_indices(config.replace(folds=folds, fold=fold, protocol="split"), labels, sources)
+        for part, idx in parts.items():
+            counts = np.bincount([labels[i] for i in idx], minlength=len(EMOTIONS))
+            rows.append({"fold": fold, "part": part, **dict(zip(EMOTIONS, counts.tolist())),
+                         "images": int(counts.sum())})
+    return pd.DataFrame(rows).set_index(["fold", "part"])
 
 
 def _fold_means(frame: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
