@@ -37,7 +37,7 @@ from apse.experiments.stats import mean_std, paired_difference
 from apse.experiments.tables import CURVE_DATA, get_experiment
 
 __all__ = ["ROW_LABELS", "split_counts", "curve_frame", "curve_summary", "gap_summary", "gap_trend", "pooling_table",
-           "plot_learning_curves", "tuning_table", "t_interval"]
+           "plot_learning_curves", "tuning_table", "tuned_pairs", "headline", "t_interval"]
 
 #: The curves' rows, as the chapter names them.
 ROW_LABELS = {"npair": "N-pair, SO (floor)", "ep-so": "EP, SO", "apse-gep": "APSE + GEP"}
@@ -282,3 +282,83 @@ def tuned_pairs(table: pd.DataFrame, results_dir: str | os.PathLike = DEFAULT_RE
             row[f"{m}: a wins"] = "—" if d is None else f"{d['wins']} / {d['n_folds']}"
         rows.append(row)
     return pd.DataFrame(rows).set_index(["a", "b"])
+
+
+def _trend_word(low: float, high: float) -> str:
+    """How the APSE - N-pair gap moves with more data, from its slope's 95% interval."""
+    if low > 0:
+        return "moves towards APSE"
+    if high < 0:
+        return "moves away from APSE"
+    return "does not move measurably"
+
+
+def headline(frame: pd.DataFrame, tuned: pd.DataFrame | None = None,
+             results_dir: str | os.PathLike = DEFAULT_RESULTS) -> dict[str, str]:
+    """The numbers the chapter's conclusion quotes, as text (for myst-nb's ``glue``), with every
+    word that depends on a number chosen from it: per source alone, the mAP8 gap APSE + GEP minus
+    N-pair at the smallest and the full size, its slope per doubling and interval, the trend word;
+    the pooled gap for each source's queries; tuned APSE minus tuned N-pair (when ``tuned``)."""
+    facts: dict[str, str] = {}
+    gaps = gap_summary(frame, ("mAP8",))
+    trend = gap_trend(frame, "mAP8")
+    for key, source in (("fi", "FI subset"), ("fl", "FlickrLDL (861-image part)")):
+        alone = gaps[(gaps["queries"] == source) & (gaps["training data"] == source)].sort_values("n_train")
+        if alone.empty:
+            continue
+        small, full = alone.iloc[0], alone.iloc[-1]
+        facts[f"{key}_n_small"], facts[f"{key}_n_full"] = f"{small.n_train:.0f}", f"{full.n_train:.0f}"
+        facts[f"{key}_gap_small"], facts[f"{key}_gap_full"] = f"{small.gap:+.3f}", f"{full.gap:+.3f}"
+        facts[f"{key}_won_full"] = full["folds won"]
+        t = trend[(trend["queries"] == source) & (trend["training data"] == source)].iloc[0]
+        facts[f"{key}_slope"] = f"{t['slope per doubling']:+.3f}"
+        facts[f"{key}_slope_ci"] = f"{t['low']:+.3f} to {t['high']:+.3f}"
+        facts[f"{key}_trend"] = _trend_word(t["low"], t["high"])
+        pooled = gaps[(gaps["queries"] == source) & (gaps["training data"].str.contains(r"\+"))]
+        if not pooled.empty:
+            top = pooled.sort_values("n_train").iloc[-1]
+            facts[f"{key}_pooled_n"], facts[f"{key}_pooled_gap"] = f"{top.n_train:.0f}", f"{top.gap:+.3f}"
+            facts[f"{key}_pooled_won"] = top["folds won"]
+    if tuned is not None and len(tuned) > 1:
+        pairs = tuned_pairs(tuned, results_dir, ("mAP8", "mAP2"))
+        last = pairs.iloc[-1]
+        facts["tuned_gap"], facts["tuned_won"] = last["mAP8: a - b"].split(" ")[0], last["mAP8: a wins"]
+        facts["tuned_gap2"], facts["tuned_won2"] = last["mAP2: a - b"].split(" ")[0], last["mAP2: a wins"]
+    return facts
+
+
+#: The README's block for this chapter's evidence (written by ``python -m apse.experiments.findings``).
+README_BEGIN, README_END = "<!-- scale:begin -->", "<!-- scale:end -->"
+
+
+def readme_markdown(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> str:
+    """The README's paragraph on data scale, from the same records and words as the chapter."""
+    import textwrap
+
+    frame = curve_frame(results_dir)
+    if frame.empty:
+        return "No learning-curve runs in results/ yet (python -m apse.experiments curve-fi ...).\n"
+    try:
+        tuned = tuning_table(results_dir)
+    except (KeyError, ValueError):
+        tuned = None
+    f = headline(frame, tuned if tuned is not None and len(tuned) else None, results_dir)
+    parts = [f"**Is it the data?** (chapter 13b, frozen regime, 5 folds.) On the FI subset alone the "
+             f"mAP8 gap APSE + GEP minus N-pair is {f['fi_gap_small']} at {f['fi_n_small']} training "
+             f"images and {f['fi_gap_full']} at {f['fi_n_full']} ({f['fi_won_full']} folds won); per "
+             f"doubling of the training set it {f['fi_trend']} ({f['fi_slope']}, 95% interval "
+             f"{f['fi_slope_ci']})."]
+    if "fl_gap_full" in f:
+        parts.append(f"On FlickrLDL (861-image part) alone it is {f['fl_gap_small']} at {f['fl_n_small']} "
+                     f"and {f['fl_gap_full']} at {f['fl_n_full']} ({f['fl_won_full']}); it "
+                     f"{f['fl_trend']} ({f['fl_slope']} per doubling, {f['fl_slope_ci']}).")
+    if "fi_pooled_gap" in f:
+        parts.append(f"Pooled ({f['fi_pooled_n']} training images), it is {f['fi_pooled_gap']} for FI "
+                     f"queries ({f['fi_pooled_won']})"
+                     + (f" and {f['fl_pooled_gap']} for FlickrLDL queries ({f['fl_pooled_won']})."
+                        if "fl_pooled_gap" in f else "."))
+    if "tuned_gap" in f:
+        parts.append(f"With an equal tuning budget (12 trials each, chosen on validation), tuned APSE + GEP "
+                     f"minus tuned N-pair is {f['tuned_gap']} mAP8 ({f['tuned_won']} folds) and "
+                     f"{f['tuned_gap2']} mAP2 ({f['tuned_won2']}).")
+    return textwrap.fill(" ".join(parts), width=105) + "\n"

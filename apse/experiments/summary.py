@@ -19,6 +19,7 @@ from apse.experiments.stats import key_means, mean_std, ordering_report
 from apse.experiments.tables import ORDER, Experiment, get_experiment
 from apse.io import read_json
 from apse.metrics import METRIC_NAMES
+from apse.data.pooled import dataset_label
 from apse.paper_results import PAPER_LABEL, PAPER_METRICS, TABLES
 
 if TYPE_CHECKING:  # annotations only: the runner imports this module
@@ -117,8 +118,12 @@ def table_info(experiment: Experiment, specs: Sequence[RunSpec], seeds, folds: i
     run_time = sum(float(r.get("wall_time_s") or 0.0) for r in records)
     cpu_time = sum(float(r.get("cpu_time_s") or 0.0) for r in records)
     splits = [r.get("split") for r in records if r.get("split")]
+    other = experiment.data not in (None, "fi-subset")
+    sizes = [sum(sp.values()) for sp in splits]
     return {
-        "dataset": DATASET_LABEL,
+        "dataset": (f"{dataset_label(experiment.data)} ({max(sizes)} images)" if other and sizes
+                    else dataset_label(experiment.data) if other else DATASET_LABEL),
+        "ours": f"ours ({dataset_label(experiment.data)})" if other else OURS_LABEL,
         "backbone": backbone_label(specs),
         "image_size": image_size_label(specs),
         "folds": f"{folds} of a {k}-fold stratified partition (split_seed {cfg.split_seed if cfg else 0})",
@@ -231,7 +236,8 @@ def write_summary(out_dir: Path, experiment: Experiment, rows: Sequence[dict], i
     if experiment.description:
         lines += [experiment.description, ""]
     lines += settings_lines(info)
-    lines.insert(len(lines) - (2 if info.get("commands") else 1), NUMBERS_LINE)
+    numbers = NUMBERS_LINE if any(r.get("paper") for r in rows) else NUMBERS_LINE.split(" Rows marked")[0]
+    lines.insert(len(lines) - (2 if info.get("commands") else 1), numbers)
     select = info.get("select_on", "mAP8")
     lines += ["", f"| variant | source | runs | val {select} | " + " | ".join(METRICS) + " |",
               "|---|---|---|---|" + "---|" * len(METRICS)]
@@ -239,7 +245,8 @@ def write_summary(out_dir: Path, experiment: Experiment, rows: Sequence[dict], i
         cells = [(f"{f[m + '_mean']:.4f} ± {f[m + '_std']:.4f}" if pd.notna(f[m + "_mean"]) else "—")
                  for m in METRICS]
         val = _fmt(r.get("val_mean", {}).get(select)) if r.get("val_mean", {}).get(select) is not None else "—"
-        lines.append(f"| {f['label']} | {OURS_LABEL} | {f['n_runs']} | {val} | " + " | ".join(cells) + " |")
+        lines.append(f"| {f['label']} | {info.get('ours', OURS_LABEL)} | {f['n_runs']} | {val} | "
+                     + " | ".join(cells) + " |")
         if pd.notna(f["paper_method"]):
             pcells = [_fmt(f[f"paper_{m}"]) if pd.notna(f.get(f"paper_{m}")) else "—" for m in METRICS]
             lines.append(f"|  | {PAPER_LABEL} |  |  | " + " | ".join(pcells) + " |")

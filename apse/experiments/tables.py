@@ -7,7 +7,7 @@ in ``python -m apse.experiments all`` (:data:`ORDER`). Adding an experiment is o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 from apse.backbones import LITE_VARIANTS, NATIVE_RESOLUTION, STAGES
@@ -348,15 +348,18 @@ CURVE_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 CURVE_DATA = {"curve-fi": "fi-subset", "curve-flickrldl": "flickrldl", "curve-pooled": "fi-subset+flickrldl"}
 
 
-def _rows(pairs) -> list[Variant]:
+def _rows(pairs, papers: bool = True) -> list[Variant]:
+    """The variants ``(table, name)`` of table1 / ablation; ``papers=False`` drops their paper rows
+    (the papers' numbers are on full FI: they do not stand beside another data set's)."""
     tables = {name: {v.name: v for v in EXPERIMENTS[name]().variants} for name in ("table1", "ablation")}
-    return [tables[table][name] for table, name in pairs]
+    rows = [tables[table][name] for table, name in pairs]
+    return rows if papers else [replace(v, paper=None) for v in rows]
 
 
 @register_experiment("flickrldl", order=12)
 def _flickrldl() -> Experiment:
     return Experiment("flickrldl", "The key rows on FlickrLDL (861-image part), frozen or fine-tuned",
-                      (FLOOR, *_rows(SCALE_ROWS)), data="flickrldl",
+                      (FLOOR, *_rows(SCALE_ROWS, papers=False)), data="flickrldl",
                       description="FlickrLDL's majority-vote labels (ties and polarity conflicts left "
                                   "out: 736 images), 5 stratified folds, the FI protocol.")
 
@@ -364,7 +367,7 @@ def _flickrldl() -> Experiment:
 def _curve(name: str) -> Callable[[], Experiment]:
     def build() -> Experiment:
         rows = []
-        for row in _rows(CURVE_ROWS):
+        for row in _rows(CURVE_ROWS, papers=False):
             for fraction in CURVE_FRACTIONS:
                 overrides = {**row.overrides, "train_fraction": fraction}
                 rows.append(Variant(f"{row.name}-p{round(fraction * 1000):04d}",
