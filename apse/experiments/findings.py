@@ -1,7 +1,7 @@
 """The README's "What the experiments found", generated from the cached run records chapter 13 reads.
 
 ``python -m apse.experiments.findings`` rewrites the block of README.md between :data:`BEGIN` and
-:data:`END`; ``--check`` exits 1 (and prints the difference) when the README's block is not what the
+:data:`END` (and chapter 13b's paragraph on data scale between its own markers, :func:`blocks`); ``--check`` exits 1 (and prints the difference) when the README's block is not what the
 records give, so that a re-run experiment cannot leave the README behind the book.
 
 Every number is a paired difference of :func:`apse.experiments.paired_difference` over the run
@@ -32,7 +32,7 @@ from apse.experiments.stats import paired_difference
 from apse.experiments.tables import get_experiment
 
 __all__ = ["BEGIN", "END", "SOURCES", "NAMES", "PAIRS", "PROBE_ROWS", "FOCUS", "NOISE_SE", "TEMPLATE",
-           "Diff", "load_results", "findings_markdown", "readme_block", "replace_block", "main"]
+           "Diff", "load_results", "findings_markdown", "readme_block", "replace_block", "blocks", "main"]
 
 BEGIN = "<!-- findings:begin -->"
 END = "<!-- findings:end -->"
@@ -366,22 +366,31 @@ def findings_markdown(results: Mapping[tuple[str, str], Sequence[dict]]) -> str:
     return _wrap(TEMPLATE.format(**fields)) + "\n"
 
 
-def _markers(text: str) -> tuple[int, int]:
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise ValueError(f"README needs one {BEGIN} and, after it, one {END}")
-    return text.index(BEGIN) + len(BEGIN), text.index(END)
+def _markers(text: str, begin: str = BEGIN, end: str = END) -> tuple[int, int]:
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ValueError(f"README needs one {begin} and, after it, one {end}")
+    return text.index(begin) + len(begin), text.index(end)
 
 
-def readme_block(text: str) -> str:
+def readme_block(text: str, begin: str = BEGIN, end: str = END) -> str:
     """The text between the markers (the newlines next to them left out)."""
-    start, end = _markers(text)
-    return text[start:end].strip("\n") + "\n"
+    start, stop = _markers(text, begin, end)
+    return text[start:stop].strip("\n") + "\n"
 
 
-def replace_block(text: str, block: str) -> str:
+def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
     """``text`` with the block between the markers replaced by ``block``."""
-    start, end = _markers(text)
-    return f"{text[:start]}\n{block.strip(chr(10))}\n{text[end:]}"
+    start, stop = _markers(text, begin, end)
+    return f"{text[:start]}\n{block.strip(chr(10))}\n{text[stop:]}"
+
+
+def blocks(results_dir: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """Every generated README block: ``(begin marker, end marker, markdown)``: chapter 13's findings,
+    then chapter 13b's paragraph on data scale (:func:`apse.experiments.scale.readme_markdown`)."""
+    from apse.experiments.scale import README_BEGIN, README_END, readme_markdown
+
+    return [(BEGIN, END, findings_markdown(load_results(results_dir))),
+            (README_BEGIN, README_END, readme_markdown(results_dir))]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -391,17 +400,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     args = p.parse_args(argv)
     text = args.readme.read_text()
-    new = findings_markdown(load_results(args.results))
+    updated, stale = text, 0
+    for begin, end, new in blocks(args.results):
+        old = readme_block(updated, begin, end)
+        if args.check and old != new:
+            sys.stderr.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                       f"{args.readme} (now)", "generated"))
+            stale += 1
+        updated = replace_block(updated, new, begin, end)
     if args.check:
-        old = readme_block(text)
-        if old == new:
-            return 0
-        sys.stderr.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
-                                                   f"{args.readme} (now)", "generated"))
-        print(f"{args.readme}: the findings block is out of date; run python -m apse.experiments.findings",
-              file=sys.stderr)
-        return 1
-    updated = replace_block(text, new)
+        if stale:
+            print(f"{args.readme}: {stale} generated block(s) out of date; run python -m "
+                  f"apse.experiments.findings", file=sys.stderr)
+        return int(bool(stale))
     if updated != text:
         args.readme.write_text(updated)
     return 0
