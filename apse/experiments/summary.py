@@ -236,7 +236,8 @@ def write_summary(out_dir: Path, experiment: Experiment, rows: Sequence[dict], i
     if experiment.description:
         lines += [experiment.description, ""]
     lines += settings_lines(info)
-    numbers = NUMBERS_LINE if any(r.get("paper") for r in rows) else NUMBERS_LINE.split(" Rows marked")[0]
+    # another data set than FI has no paper rows: its summary does not speak of them
+    numbers = NUMBERS_LINE if info.get("ours", OURS_LABEL) == OURS_LABEL else NUMBERS_LINE.split(" Rows marked")[0]
     lines.insert(len(lines) - (2 if info.get("commands") else 1), numbers)
     select = info.get("select_on", "mAP8")
     lines += ["", f"| variant | source | runs | val {select} | " + " | ".join(METRICS) + " |",
