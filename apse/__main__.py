@@ -160,21 +160,9 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _is_vote_file(path: Path) -> bool:
-    """A label CSV with vote columns (FlickrLDL), or a folder holding one as labels.csv."""
-    import csv
-
-    from apse.data.votes import has_vote_columns
-
-    csv_path = path / "labels.csv" if path.is_dir() else path
-    if not csv_path.is_file() or csv_path.suffix.lower() != ".csv":
-        return False
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        return has_vote_columns(next(csv.reader(fh), []))
-
-
 def _cmd_evaluate(args) -> int:
     from apse.data import EmotionImageFolder, build_transforms, open_data
+    from apse.data.votes import is_vote_file
     from apse.evaluation import embed_dataset
     from apse.metrics import evaluate_embeddings
     from apse.checkpoints import load_model
@@ -198,7 +186,7 @@ def _cmd_evaluate(args) -> int:
         if args.level == "emotion" and folder.is_dir() and not polarity_dirs \
                 and not (folder / "labels.csv").is_file():
             return EmotionImageFolder(path, transform=tf)
-        if args.level == "emotion" and _is_vote_file(folder):  # FlickrLDL: majority emotions
+        if args.level == "emotion" and is_vote_file(folder):  # FlickrLDL: majority emotions
             data = open_data(path)
             data.transform = tf
             return data

@@ -46,7 +46,6 @@ probe's and the test's included; ~0.55x the limit) and the probe's 20 epochs on 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -57,6 +56,7 @@ import numpy as np
 import torch
 
 from apse.config import load_config
+from apse.io import write_json
 from apse.data import EmotionImageFolder, build_transforms, load_rgb, locate_dataset
 from apse.experiments.regimes import DEFAULT_BASE, run_overrides
 from apse.experiments.runner import expand
@@ -209,8 +209,7 @@ def main(argv=None) -> dict:
               "limit_s": round(limit_s, 2), "threads": args.threads, "runs": runs,
               "torch": torch.__version__, "command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:]))}
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result, indent=2)
     return result
 
 

@@ -28,6 +28,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from apse.data import BalancedBatchSampler, EmotionImageFolder, build_transforms
+from apse.io import write_json
 from apse.emotions import EMOTIONS, polarity_labels
 from apse.losses import GEPLoss, attention_loss
 from apse.model import APSENet
@@ -137,8 +138,7 @@ def main(argv=None) -> dict:
     }
     print(json.dumps(result, indent=2))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result, indent=2)
     return result
 
 

@@ -7,7 +7,6 @@ and the item protocol are :class:`apse.data.images.ImageFileDataset`.
 from __future__ import annotations
 
 import copy
-import csv
 import os
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ from apse.data.images import (
     is_image_file,
 )
 from apse.data.manifest import read_manifest
-from apse.data.votes import has_vote_columns, read_votes
+from apse.data.votes import is_vote_file, read_votes
 from apse.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index
 from apse.progress import progress_bar
 
@@ -246,9 +245,8 @@ class EmotionImageFolder(ImageFileDataset):
         self = cls.__new__(cls)
         self._init_options(base, transform, target_transform, on_error, check)
 
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
-        if has_vote_columns(header):
+        votes = is_vote_file(csv_path)
+        if votes:
             manifest = read_votes(csv_path, base, conflicts=conflicts)
             self.dropped = manifest.dropped
         else:
@@ -276,7 +274,7 @@ class EmotionImageFolder(ImageFileDataset):
             warnings.warn(f"manifest {str(csv_path)!r} has no images of: {', '.join(absent)}",
                           DataWarning, stacklevel=2)
         self._finish(candidates, progress=progress)
-        if has_vote_columns(header):
+        if votes:
             self.votes = np.asarray([manifest.votes[p] for p, _ in self.samples], dtype=np.int64)
         return self
 

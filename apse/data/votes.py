@@ -29,7 +29,7 @@ import numpy as np
 
 from apse.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index, polarity_of
 
-__all__ = ["CONFLICT_RULES", "VOTE_COLUMNS", "VoteLabels", "has_vote_columns", "read_votes"]
+__all__ = ["CONFLICT_RULES", "VOTE_COLUMNS", "VoteLabels", "has_vote_columns", "is_vote_file", "read_votes"]
 
 #: The vote columns, in the papers' emotion order.
 VOTE_COLUMNS: tuple[str, ...] = tuple(f"votes_{name}" for name in EMOTIONS)
@@ -56,6 +56,16 @@ class VoteLabels:
 def has_vote_columns(header: list[str]) -> bool:
     """True when a CSV header has any ``votes_<emotion>`` column (then all eight are required)."""
     return any(h.strip().lower().startswith("votes_") for h in header)
+
+
+def is_vote_file(path: str | os.PathLike) -> bool:
+    """True for a CSV label file whose header has vote columns (a folder: its ``labels.csv``)."""
+    path = Path(path)
+    csv_path = path / "labels.csv" if path.is_dir() else path
+    if not csv_path.is_file() or csv_path.suffix.lower() != ".csv":
+        return False
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        return has_vote_columns(next(csv.reader(fh), []))
 
 
 def majority(votes: np.ndarray) -> int | None:

@@ -63,7 +63,7 @@ def curve_frame(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> pd.DataFram
     for name, data in CURVE_DATA.items():
         for r in load_records(name, results_dir, seeds=None):
             row_name, _, _ = r["variant"].rpartition("-p")
-            fraction = r["config"]["train_fraction"] if "train_fraction" in r["config"] else 1.0
+            fraction = r["config"].get("train_fraction", 1.0)
             by_source = r.get("test_metrics_by_source") or {data: r["test_metrics"]}
             for source, metrics in by_source.items():
                 rows.append({"experiment": name, "training data": dataset_label(data),

@@ -298,11 +298,18 @@ CORE_ROWS = (("table1", "softmax"), ("table1", "npair"), ("ablation", "ep-so"), 
              ("table1", "yang"))
 
 
+def _rows(pairs, papers: bool = True) -> list[Variant]:
+    """The variants ``(table, name)`` of table1 / ablation; ``papers=False`` drops their paper rows
+    (the papers' numbers are on full FI: they do not stand beside another data set's)."""
+    tables = {name: {v.name: v for v in EXPERIMENTS[name]().variants} for name in ("table1", "ablation")}
+    rows = [tables[table][name] for table, name in pairs]
+    return rows if papers else [replace(v, paper=None) for v in rows]
+
+
 @register_experiment("core", order=9)
 def _core() -> Experiment:
-    rows = {name: {v.name: v for v in EXPERIMENTS[name]().variants} for name in ("table1", "ablation")}
     return Experiment("core", "The key rows of Table 1 and the ablation, frozen or fine-tuned",
-                      tuple(rows[table][name] for table, name in CORE_ROWS),
+                      tuple(_rows(CORE_ROWS)),
                       description="Run with --regime frozen (the cached runs of Table 1 and the ablation) "
                                   "and --regime finetune (every layer trained on images): the same "
                                   "variants, folds and seeds in both, for paired comparisons.")
@@ -346,14 +353,6 @@ CURVE_ROWS = (("table1", "npair"), ("ablation", "ep-so"), ("table1", "apse-gep")
 CURVE_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 #: The curves' data sets: each source alone, then pooled (reported per source of the queries).
 CURVE_DATA = {"curve-fi": "fi-subset", "curve-flickrldl": "flickrldl", "curve-pooled": "fi-subset+flickrldl"}
-
-
-def _rows(pairs, papers: bool = True) -> list[Variant]:
-    """The variants ``(table, name)`` of table1 / ablation; ``papers=False`` drops their paper rows
-    (the papers' numbers are on full FI: they do not stand beside another data set's)."""
-    tables = {name: {v.name: v for v in EXPERIMENTS[name]().variants} for name in ("table1", "ablation")}
-    rows = [tables[table][name] for table, name in pairs]
-    return rows if papers else [replace(v, paper=None) for v in rows]
 
 
 @register_experiment("flickrldl", order=12)
