@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 
 from apse.metrics import LOWER_IS_BETTER
 
-__all__ = ["mean_std", "key_means", "kendall_tau", "paired_difference", "ordering_report"]
+__all__ = ["mean_std", "key_means", "kendall_tau", "fold_differences", "paired_difference", "ordering_report"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -48,6 +48,20 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float | None:
     return s / pairs if pairs else None
 
 
+def fold_differences(a: dict, b: dict) -> dict[int, float]:
+    """``{fold: mean of a - b over the seeds both ran on that fold}``, folds in order; ``a`` and ``b``
+    map ``(fold, seed)`` (or ``"fold-seed"``) to a value (None values left out)."""
+    def key(k):
+        return tuple(int(x) for x in k.split("-")) if isinstance(k, str) else tuple(k)
+
+    a = {key(k): v for k, v in a.items() if v is not None}
+    b = {key(k): v for k, v in b.items() if v is not None}
+    per_fold: dict[int, list[float]] = {}
+    for k in sorted(set(a) & set(b)):
+        per_fold.setdefault(k[0], []).append(float(a[k]) - float(b[k]))
+    return {fold: sum(d) / len(d) for fold, d in per_fold.items()}
+
+
 def paired_difference(a: dict, b: dict) -> dict[str, Any] | None:
     """Paired comparison of two variants run on the same folds and seeds: ``a`` and ``b`` map
     ``(fold, seed)`` (or ``"fold-seed"``) to a metric value. Seeds are averaged within a fold first (runs
@@ -58,15 +72,7 @@ def paired_difference(a: dict, b: dict) -> dict[str, Any] | None:
     differences are far more sensitive than comparing each row's mean ± std: most of the spread between
     runs comes from which images are held out, and that part is shared by both variants.
     """
-    def key(k):
-        return tuple(int(x) for x in k.split("-")) if isinstance(k, str) else tuple(k)
-
-    a = {key(k): v for k, v in a.items() if v is not None}
-    b = {key(k): v for k, v in b.items() if v is not None}
-    per_fold: dict[int, list[float]] = {}
-    for k in sorted(set(a) & set(b)):
-        per_fold.setdefault(k[0], []).append(float(a[k]) - float(b[k]))
-    diffs = [sum(d) / len(d) for d in per_fold.values()]
+    diffs = list(fold_differences(a, b).values())
     if len(diffs) < 2:
         return None
     mean, std = mean_std(diffs)
