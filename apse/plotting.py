@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from apse.attention import spatial_softmax
 from apse.emotions import EMOTION_COLORS, EMOTIONS, POLARITIES, emotion_name, polarity_of
 
 TIER_COLORS = {"same emotion": "#2ca02c", "same polarity": "#1f77b4", "opposite polarity": "#d62728"}
@@ -183,6 +184,72 @@ def heatmap(matrix, row_labels: Sequence[str] | None = None, col_labels: Sequenc
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_pair_gradients(pushes, labels: Sequence[str], ax=None, title: str | None = None,
+                        colors: Sequence[str] | None = None):
+    """Grouped bars of the gradient that one anchor's loss sends to each of its negatives.
+
+    ``pushes`` maps a loss name to one value per negative, ``d loss / d s_ij`` (positive: gradient
+    descent lowers s_ij, it pushes the negative away from the anchor; negative: it pulls it in);
+    ``labels`` names the negatives, in the same order (an emotion name is coloured as in
+    :data:`apse.emotions.EMOTION_COLORS`). One group per negative, one bar per loss in the order of
+    ``pushes``; bar ``k`` of each group is in ``ax.containers[k]``. Returns the axes.
+    """
+    values = {name: torch.as_tensor(v).detach().double().cpu().flatten().tolist()
+              for name, v in pushes.items()}
+    if not values:
+        raise ValueError("plot_pair_gradients needs at least one loss")
+    for name, v in values.items():
+        if len(v) != len(labels):
+            raise ValueError(f"{name!r} has {len(v)} values for {len(labels)} labels")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.7 * len(labels) + 1.5, 3))
+    colors = list(colors) if colors is not None else ["0.6"] + [f"C{k}" for k in range(len(values))]
+    width = 0.8 / len(values)
+    x = np.arange(len(labels))
+    for k, (name, v) in enumerate(values.items()):
+        ax.bar(x + (k - (len(values) - 1) / 2) * width, v, width, label=name, color=colors[k])
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+    for tick, label in zip(ax.get_xticklabels(), labels):
+        if label in EMOTION_COLORS:
+            tick.set_color(EMOTION_COLORS[label])
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_temperature_masks(aggregation, temperatures: Sequence, axes=None, cmap: str = "viridis"):
+    """The aggregation map ``A`` (h, w) and its spatial mask ``Z = softmax(A / T)`` at each
+    temperature, side by side (:func:`apse.attention.spatial_softmax`; ``"std"`` standardises A).
+
+    Each mask has its own colour scale (a one-hot mask peaks at 1, a uniform one at 1 / hw), and
+    its title gives ``T`` and the effective number of positions, ``1 / sum Z^2``. Returns
+    ``(fig, masks)``, ``masks`` the list of (h, w) masks drawn, in the order of ``temperatures``.
+    """
+    a = torch.as_tensor(aggregation).detach().double().cpu()
+    if a.ndim != 2:
+        raise ValueError(f"expected an (h, w) aggregation map, got {tuple(a.shape)}")
+    if axes is None:
+        fig, axes = plt.subplots(1, len(temperatures) + 1, figsize=(2.3 * (len(temperatures) + 1), 2.5))
+    axes = list(np.ravel(axes))
+    if len(axes) != len(temperatures) + 1:
+        raise ValueError(f"need {len(temperatures) + 1} axes (A and one per temperature), got {len(axes)}")
+    fig = axes[0].figure
+    panels = [(a, "aggregation map A")]
+    masks = []
+    for t in temperatures:
+        z = spatial_softmax(a[None], t)[0]
+        masks.append(z)
+        panels.append((z, f"Z at T = {t}\n{1.0 / z.pow(2).sum().item():.3g} positions"))
+    for ax, (m, title) in zip(axes, panels):
+        im = ax.imshow(m.numpy(), cmap=cmap)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title(title, fontsize=9)
+        _blank(ax)
+    return fig, masks
 
 
 def plot_history(history: Sequence[dict], keys: Sequence[str] = ("loss",), ax=None, title: str | None = None):
