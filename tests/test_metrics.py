@@ -28,7 +28,7 @@ from apse.metrics import (
 )
 
 
-#: every metric at the emotion level: the papers' eight, then MAP@R and RP
+#: every metric at the emotion level: the papers' eight, then MAP@R and RP, then Opp@5
 ALL_NAMES = metric_names("emotion")
 REALITY_CHECK = ("MAP@R", "RP")
 
@@ -58,7 +58,7 @@ def test_hand_computed_two_queries_six_items():
     per = per_query_metrics(d, [0, 4], gallery)
     m = retrieval_metrics(d, [0, 4], gallery)
     assert set(m) == set(ALL_NAMES) and all(isinstance(v, float) for v in m.values())
-    assert tuple(m) == ALL_NAMES == METRIC_NAMES + REALITY_CHECK  # the papers' eight first
+    assert tuple(m) == ALL_NAMES == METRIC_NAMES + REALITY_CHECK + ("Opp@5",)  # the papers' first
 
     # A: emotion rel = 1 0 1 0 0 1, n = 3, G = 6
     #    AP = (1/1 + 2/3 + 3/6)/3 = 0.722222
@@ -67,19 +67,20 @@ def test_hand_computed_two_queries_six_items():
     #    DCG = (1 + 1/log2 3 + 1/log2 6) / (1 + 1/log2 2 + 1/log2 3) = 0.766947
     #    F1, K = min(32, 6) = 6: P = 3/6, R = 1 -> 2PR/(P+R) = 2/3
     #    R = n = 3, top 3 = 1 0 1: MAP@R = (1/3)(1/1 + 2/3) = 5/9; RP = hits@3/3 = 2/3
+    #    top 5 polarity = 1 0 1 1 0: Opp@5 = 2/5
     # B: emotion rel = 0 1 0 0 0 0, n = 1
     #    AP = (1/2)/1 = 0.5; polarity rel = 1 1 0 0 0 0, n = 2: AP2 = 1
     #    NN = 0; FT = hits@1/1 = 0; ST = hits@2/1 = 1; DCG = (1/log2 2)/1 = 1
     #    F1: P = 1/6, R = 1 -> 2/7 = 0.285714
-    #    R = 1, top 1 = 0: MAP@R = 0, RP = 0
+    #    R = 1, top 1 = 0: MAP@R = 0, RP = 0; top 5 polarity = 1 1 0 0 0: Opp@5 = 3/5
     # ANMRR: GTM = max(3, 1) = 3
     #    A: K = min(12, 6) = 6, ranks 1 3 6 (none > 6), AVR = 10/3,
     #       NMRR = (10/3 - 0.5 - 1.5) / (7.5 - 0.5 - 1.5) = (4/3)/5.5 = 0.242424
     #    B: K = min(4, 6) = 4, rank 2, AVR = 2, NMRR = (2 - 0.5 - 0.5)/(5 - 0.5 - 0.5) = 0.25
     expected_a = dict(mAP8=0.722222, mAP2=0.770833, NN=1, FT=2 / 3, ST=1,
                       DCG=(1 + L2(3) + L2(6)) / (2 + L2(3)), F1=2 / 3, ANMRR=(4 / 3) / 5.5,
-                      **{"MAP@R": 5 / 9, "RP": 2 / 3})
-    expected_b = dict(mAP8=0.5, mAP2=1, NN=0, FT=0, ST=1, DCG=1, F1=2 / 7, ANMRR=0.25, **{"MAP@R": 0, "RP": 0})
+                      **{"MAP@R": 5 / 9, "RP": 2 / 3, "Opp@5": 2 / 5})
+    expected_b = dict(mAP8=0.5, mAP2=1, NN=0, FT=0, ST=1, DCG=1, F1=2 / 7, ANMRR=0.25, **{"MAP@R": 0, "RP": 0, "Opp@5": 3 / 5})
     assert expected_a["DCG"] == pytest.approx(0.766947, abs=1e-6)
     for name in ALL_NAMES:
         assert per[name][0].item() == pytest.approx(expected_a[name], abs=1e-6), name
@@ -170,7 +171,7 @@ def test_anmrr_k_rule_with_different_ng():
     assert per["ANMRR"].tolist() == pytest.approx([3.25 / 7.5, 1.0])
     m = retrieval_metrics(d, [0, 4], gallery)
     assert m["ANMRR"] == pytest.approx((3.25 / 7.5 + 1.0) / 2)  # 0.716667
-    assert LOWER_IS_BETTER == {"ANMRR"}
+    assert LOWER_IS_BETTER == {"ANMRR", "Opp@5"}
 
 
 def _sorted_by_label_rankings(q_labels, g_labels, worst_first=False):
@@ -257,10 +258,12 @@ def naive_metrics(dist, q_labels, g_labels, exclude_self, f1_k):
             return s / n
 
         out["mAP2"].append(ap(relp))
+        top = relp[:5]
+        out["Opp@5"].append(1 - sum(top) / len(top) if sum(relp) else float("nan"))
         n = sum(rel)
         if n == 0:
             for name in ALL_NAMES:
-                if name != "mAP2":
+                if name not in ("mAP2", "Opp@5"):
                     out[name].append(float("nan"))
             continue
         out["mAP8"].append(ap(rel))
@@ -526,7 +529,7 @@ def test_packed_sort_ranks_exactly_as_the_stable_sort(n_classes, exclude_self, s
     # the fast path fuses the papers' metrics; MAP@R and RP (emotion level) come from their own functions
     assert set(got) == set(METRIC_NAMES if emotions else metrics.POLARITY_METRIC_NAMES)
     assert set(want) == set(metric_names("emotion" if emotions else "polarity"))
-    assert set(want) - set(got) == (set(REALITY_CHECK) if emotions else set())
+    assert set(want) - set(got) == (set(REALITY_CHECK) | {"Opp@5"} if emotions else {"Opp@5"})
     for name in got:
         torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12, equal_nan=True, msg=name)
 
@@ -591,7 +594,7 @@ def test_map_at_r_and_r_precision_hand_computed():
     # both are higher-is-better, registered at the emotion level after the papers' eight
     assert metrics.higher_is_better("MAP@R") and metrics.higher_is_better("RP")
     assert "MAP@R" not in LOWER_IS_BETTER and "RP" not in LOWER_IS_BETTER
-    assert metric_names() == METRIC_NAMES + REALITY_CHECK
+    assert metric_names() == METRIC_NAMES + REALITY_CHECK + ("Opp@5",)
     assert not set(REALITY_CHECK) & set(metric_names("polarity"))  # same-emotion relevance only
     assert not set(REALITY_CHECK) & set(retrieval_metrics(d, [0], [0, 1, 0, 0, 1], level="polarity"))
 
@@ -683,3 +686,24 @@ def test_map_at_r_and_r_precision_fast_path_equals_the_reference_path(exclude_se
     for name in ALL_NAMES:
         torch.testing.assert_close(fast[name], reference[name], rtol=0, atol=1e-9, equal_nan=True, msg=name)
     assert 0 < float(fast["MAP@R"].mean()) < float(fast["RP"].mean()) < 1
+
+
+# ---------------------------------------------------------------- Opp@5: what a user sees first
+
+
+def test_opposite_at_5_against_a_naive_loop():
+    rng = np.random.default_rng(3)
+    for n_g in (8, 40):
+        d = torch.from_numpy(rng.random((25, n_g)))
+        q = rng.integers(0, 8, 25)
+        g = rng.permutation(np.concatenate([np.arange(8), rng.integers(0, 8, n_g - 8)]))
+        got = retrieval_metrics(d, q, g)["Opp@5"]
+        naive = []
+        for i in range(25):
+            order = sorted(range(n_g), key=lambda j: (float(d[i, j]), j))[:5]
+            naive.append(sum((q[i] >= 4) != (g[j] >= 4) for j in order) / len(order))
+        assert got == pytest.approx(float(np.mean(naive)), abs=1e-12)
+    # lower is better, at both levels; by hand: positive query, top 5 = + - - + +  -> 2/5
+    assert "Opp@5" in LOWER_IS_BETTER and "Opp@5" in metric_names("polarity")
+    m = retrieval_metrics(torch.arange(6.0).unsqueeze(0), [0], [0, 5, 6, 2, 3, 7])
+    assert m["Opp@5"] == pytest.approx(2 / 5)

@@ -189,7 +189,7 @@ def naive_polarity_metrics(dist, q, g, exclude_self, f1_k=32):
         rankings.append([int(g[j] == ql) for j in items])
         ns.append(sum(rankings[-1]))
     gtm = max(ns)
-    out = {m: [] for m in POLARITY_METRIC_NAMES}
+    out = {m: [] for m in metric_names("polarity")}
     for rel, n in zip(rankings, ns):
         if n == 0:
             for m in out:
@@ -212,6 +212,7 @@ def naive_polarity_metrics(dist, q, g, exclude_self, f1_k=32):
         Ka = min(4 * n, 2 * gtm)
         ranks = [k if k <= Ka else 1.25 * Ka for k in range(1, G + 1) if rel[k - 1]]
         out["ANMRR"].append((sum(ranks) / n - 0.5 - n / 2) / (1.25 * Ka - 0.5 - n / 2))
+        out["Opp@5"].append(1 - sum(rel[:5]) / len(rel[:5]))
     return out
 
 
@@ -232,8 +233,9 @@ def test_polarity_level_matches_naive_loop(seed, exclude_self):
         warnings.simplefilter("ignore", RuntimeWarning)
         means, per = retrieval_metrics(dist, q, g, exclude_self=exclude_self, f1_k=5,
                                        level="polarity", return_per_query=True, chunk_size=4)
-    assert tuple(means) == POLARITY_METRIC_NAMES == metric_names("polarity")
-    for m in POLARITY_METRIC_NAMES:
+    assert tuple(means) == metric_names("polarity")
+    assert metric_names("polarity")[:len(POLARITY_METRIC_NAMES)] == POLARITY_METRIC_NAMES
+    for m in metric_names("polarity"):
         np.testing.assert_allclose(per[m].numpy(), np.array(ref[m]), rtol=1e-9, atol=1e-12,
                                    err_msg=m)
         assert means[m] == pytest.approx(float(np.nanmean(ref[m])), abs=1e-12)
@@ -246,7 +248,8 @@ def test_polarity_level_hand_computed_ranking():
     # DCG = (1 + 1/log2 3 + 1/log2 4)/(1 + 1 + 1/log2 3); F1 (K = 5): 2 * 3 / (5 + 3) = 0.75
     # ANMRR: GTM = 3, K = min(12, 6) = 6: ranks 1 3 4, AVR = 8/3, NMRR = (8/3 - 2)/(7.5 - 2)
     m = retrieval_metrics(torch.arange(5.0).unsqueeze(0), [0], [0, 1, 0, 0, 1], level="polarity")
-    assert set(m) == set(POLARITY_METRIC_NAMES) and "mAP8" not in m
+    assert set(m) == set(metric_names("polarity")) and "mAP8" not in m
+    assert m["Opp@5"] == pytest.approx(2 / 5)  # polarity rel 1 0 1 1 0
     assert m["mAP2"] == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
     assert m["NN"] == 1 and m["FT"] == pytest.approx(2 / 3) and m["ST"] == 1
     assert m["DCG"] == pytest.approx((1 + 1 / math.log2(3) + 0.5) / (2 + 1 / math.log2(3)))
@@ -310,7 +313,7 @@ def test_evaluate_level_polarity_folder_against_csv(tiny_checkpoint, capsys):
                  "--gallery", str(gallery), "--level", "polarity", "--json", str(out), "--quiet",
                  "--device", "cpu"]) == 0
     res = json.loads(out.read_text())
-    assert set(res["metrics"]) == set(POLARITY_METRIC_NAMES) and res["level"] == "polarity"
+    assert set(res["metrics"]) == set(metric_names("polarity")) and res["level"] == "polarity"
     assert res["num_queries"] == 8 and res["num_gallery"] == 48
     assert all(0 <= v <= 1 for v in res["metrics"].values())
     assert "same polarity" in capsys.readouterr().out

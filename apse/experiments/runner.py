@@ -181,9 +181,12 @@ def _find_cached(results_dir: Path, spec: RunSpec, regime: str) -> Path | None:
     own = results_dir / regime_dir(spec.experiment, regime) / "runs" / spec.filename
     if own.is_file():
         return own
-    # the same run may have been done by another experiment (e.g. APSE + GEP in every table)
+    # the same run may have been done by another experiment (e.g. APSE + GEP in every table), if
+    # it recorded every metric this experiment needs (one registered later is not in older runs)
+    needs = get_experiment(spec.experiment).metrics
     for path in sorted(results_dir.glob(f"*/runs/*-f{spec.fold}-s{spec.seed}-{spec.key}.json")):
-        return path
+        if not needs or set(needs) <= set(read_json(path).get("test_metrics") or {}):
+            return path
     return None
 
 

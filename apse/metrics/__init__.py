@@ -79,7 +79,8 @@ Choices the spec leaves to the implementation:
 """
 from apse.metrics.definitions import (LEVELS, LOWER_IS_BETTER, METRIC_NAMES, METRICS, POLARITY_METRIC_NAMES, Metric,
                                      anmrr, average_precision, dcg, f1, ft, higher_is_better, map2, map8,
-                                     map_at_r, metric_names, nn, r_precision, register_metric, st)
+                                     map_at_r, metric_names, nn, opposite_at_5, r_precision, register_metric,
+                                     st)
 from apse.metrics.ranking import pairwise_distances, rank_order, ranked_relevance
 from apse.metrics.scoring import evaluate_embeddings, per_query_metrics, retrieval_metrics
 
@@ -88,5 +89,6 @@ __all__ = [
     "METRIC_NAMES", "POLARITY_METRIC_NAMES", "LEVELS", "LOWER_IS_BETTER",
     "pairwise_distances", "rank_order", "ranked_relevance",
     "average_precision", "map8", "map2", "nn", "ft", "st", "dcg", "f1", "anmrr", "map_at_r", "r_precision",
+    "opposite_at_5",
     "per_query_metrics", "retrieval_metrics", "evaluate_embeddings",
 ]

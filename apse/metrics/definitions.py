@@ -15,7 +15,8 @@ import torch
 
 __all__ = ["Metric", "METRICS", "register_metric", "metric_names", "higher_is_better", "METRIC_NAMES",
            "POLARITY_METRIC_NAMES", "LEVELS", "LOWER_IS_BETTER", "average_precision", "map8", "map2", "nn", "ft",
-           "st", "dcg", "f1", "anmrr", "map_at_r", "r_precision"]
+           "st", "dcg", "f1", "anmrr", "map_at_r", "r_precision",
+           "opposite_at_5"]
 
 LEVELS: tuple[str, ...] = ("emotion", "polarity")
 _RELEVANCE = ("label", "polarity")
@@ -237,5 +238,24 @@ POLARITY_METRIC_NAMES: tuple[str, ...] = metric_names("polarity")
 # Beside the papers' metrics (Musgrave et al. 2020), at the emotion level: relevance = same emotion.
 register_metric("MAP@R", map_at_r, needs_emotions=True)
 register_metric("RP", r_precision, needs_emotions=True)
+
+
+def opposite_at_5(rel: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """Opp@5: the share of the first ``k`` results whose polarity is the opposite of the query's.
+
+    What a user of an affective search sees first: a sad query answered by amused images. ``rel``
+    is same-polarity relevance; the share is over min(k, G) results (NaN when the gallery holds no
+    item of the query's polarity). Lower is better; about a half for a random ranking of a gallery
+    balanced between the polarities.
+    """
+    top = rel[:, :k].to(torch.float64)
+    if top.shape[1] == 0:
+        return torch.full((rel.shape[0],), float("nan"), dtype=torch.float64)
+    # undefined, as mAP2, for a query whose polarity has no item in the gallery
+    return _undefined_without_relevant(1.0 - top.mean(dim=1), rel.sum(dim=1))
+
+
+# What a user sees (chapter 13): opposite polarity in the top five, at both levels.
+register_metric("Opp@5", opposite_at_5, higher_is_better=False, relevance="polarity")
 
 LOWER_IS_BETTER: frozenset[str] = frozenset(n for n in metric_names() if not higher_is_better(n))
