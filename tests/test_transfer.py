@@ -149,7 +149,7 @@ def test_protocol_on_polarity_data_keeps_the_emotion_head(env):
                                           fold_ids=[1], log=None)
     assert res["level"] == "polarity"
     fold = res["folds"][0]
-    assert set(fold["metrics"]) == set(POLARITY_METRIC_NAMES)
+    assert set(fold["metrics"]) == set(metric_names("polarity"))
     assert set(fold["accuracy"]) == {"polarity_head", "emotion_head_polarity"}
     # fine-tuning on polarities: the emotion head is the FI model's, the rest may move
     from apse.data import stratified_kfold
@@ -182,7 +182,7 @@ def test_twitter1_runner_on_a_generated_stand_in(env, tmp_path):
     n5 = sum(1 for k in range(8) for i in range(6) if 3 + (i + k) % 3 == 5)
     assert {r["n_images"] for r in records if r["subset"] == "5"} == {n5}
     assert {r["n_images"] for r in records if r["subset"] == "all"} == {48}
-    assert all(set(r["metrics"]) == set(POLARITY_METRIC_NAMES) for r in records)
+    assert all(set(r["metrics"]) == set(metric_names("polarity")) for r in records)
     chance = [r for r in records if r["row"] == "chance"]
     assert all("majority" in r["accuracy"] for r in chance)
     assert all("linear_probe" in r["accuracy"] for r in records if r["row"] == "imagenet")
@@ -243,6 +243,6 @@ def test_protocol_command_line(env, tmp_path, capsys):
                           "--zero-shot", "--folds", "3", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["level"] == "polarity" and len(res["folds"]) == 3
-    assert set(res["summary"]) == set(POLARITY_METRIC_NAMES)
+    assert set(res["summary"]) == set(metric_names("polarity"))
     assert all(f["chosen_epoch"] is None for f in res["folds"])  # zero-shot: nothing trained
     assert "mean over folds: mAP2" in capsys.readouterr().out
