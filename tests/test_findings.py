@@ -65,7 +65,7 @@ def test_readme_block_is_the_generated_text():
     assert text.index("## What the experiments found") < text.index(BEGIN) < text.index(END) \
         < text.index("## Notebook modes")
     assert readme_block(text) == findings_markdown(load_results())
-    # chapter 13b's paragraph on data scale, in its own block after it, from the same records
+    # chapter 13c's paragraph on data scale, in its own block after it, from the same records
     from apse.experiments.scale import README_BEGIN, README_END, readme_markdown
 
     assert text.index(END) < text.index(README_BEGIN) < text.index(README_END) < text.index("## Notebook modes")

@@ -1,7 +1,7 @@
 """The README's "What the experiments found", generated from the cached run records chapter 13 reads.
 
 ``python -m apse.experiments.findings`` rewrites the block of README.md between :data:`BEGIN` and
-:data:`END` (and chapter 13b's paragraph on data scale between its own markers, :func:`blocks`); ``--check`` exits 1 (and prints the difference) when the README's block is not what the
+:data:`END` (and chapter 13c's paragraph on data scale between its own markers, :func:`blocks`); ``--check`` exits 1 (and prints the difference) when the README's block is not what the
 records give, so that a re-run experiment cannot leave the README behind the book.
 
 Every number is a paired difference of :func:`apse.experiments.paired_difference` over the run
@@ -386,7 +386,7 @@ def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> 
 
 def blocks(results_dir: str | os.PathLike) -> list[tuple[str, str, str]]:
     """Every generated README block: ``(begin marker, end marker, markdown)``: chapter 13's findings,
-    then chapter 13b's paragraph on data scale (:func:`apse.experiments.scale.readme_markdown`)."""
+    then chapter 13c's paragraph on data scale (:func:`apse.experiments.scale.readme_markdown`)."""
     from apse.experiments.scale import README_BEGIN, README_END, readme_markdown
 
     return [(BEGIN, END, findings_markdown(load_results(results_dir))),

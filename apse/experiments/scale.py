@@ -343,7 +343,7 @@ def readme_markdown(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> str:
     except (KeyError, ValueError):
         tuned = None
     f = headline(frame, tuned if tuned is not None and len(tuned) else None, results_dir)
-    parts = [f"**Is it the data?** (chapter 13b, frozen regime, 5 folds.) On the FI subset alone the "
+    parts = [f"**Is it the data?** (chapter 13c, frozen regime, 5 folds.) On the FI subset alone the "
              f"mAP8 gap APSE + GEP minus N-pair is {f['fi_gap_small']} at {f['fi_n_small']} training "
              f"images and {f['fi_gap_full']} at {f['fi_n_full']} ({f['fi_won_full']} folds won); per "
              f"doubling of the training set it {f['fi_trend']} ({f['fi_slope']}, 95% interval "

@@ -28,7 +28,7 @@ from apse.metrics import higher_is_better
 from apse.paper_results import row_values
 
 __all__ = ["KEY_ROWS", "FLOOR", "corrected_interval", "forest_frame", "plot_forest",
-           "verdict_numbers"]
+           "verdict_numbers", "user_view"]
 
 #: The key rows of Table 1 and the ablation that chapter 13 answers with, in the papers' order.
 KEY_ROWS = ("softmax", "ep-so", "at-ep-mo", "at-ep-ha-clb-mo", "apse-wep", "apse-gep", "yang")
@@ -198,3 +198,34 @@ def verdict_numbers(frame: pd.DataFrame, row: str = "apse-gep", digits: int = 3)
         out[f"{key}_won"] = f"{int(r['wins'])} of {int(r['folds'])}"
         out[f"{key}_paper"] = "—" if math.isnan(r["paper"]) else f"{r['paper']:+.{digits}f}"
     return {k: v.replace("-0.000", "0.000").replace("+0.000", "0.000") for k, v in out.items()}
+
+
+def user_view(name: str = "user-view", regimes: Sequence[str] = ("frozen", "finetune"),
+              rows: Sequence[str] = (FLOOR, *KEY_ROWS), metric: str = "Opp@5", *,
+              results_dir: str | os.PathLike = DEFAULT_RESULTS, digits: int = 2) -> pd.DataFrame:
+    """What a user sees first: per row and regime, ``metric`` (Opp@5, the share of a query's top
+    five results with the opposite polarity) as the mean over the folds' runs, with the lowest and
+    highest fold, and the number of runs. Rows or regimes without runs are left out."""
+    labels = {v.name: v.label for v in get_experiment(name).variants}
+    out = []
+    for regime in regimes:
+        by_row: dict[str, list[float]] = {}
+        for r in load_records(name, results_dir, regime=regime):
+            value = (r.get("test_metrics") or {}).get(metric)
+            if value is not None:
+                by_row.setdefault(r["variant"], []).append(float(value))
+        for row in rows:
+            values = by_row.get(row)
+            if not values:
+                continue
+            mean, _ = mean_std(values)
+            out.append({"model": labels.get(row, row), "regime": regime,
+                        metric: round(mean, digits),
+                        "folds: lowest to highest": f"{min(values):.{digits}f} to "
+                                                    f"{max(values):.{digits}f}",
+                        "runs": len(values)})
+    if not out:
+        return pd.DataFrame(columns=["model", "regime", metric, "folds: lowest to highest", "runs"])
+    frame = pd.DataFrame(out)
+    return frame.pivot(index="model", columns="regime").reindex(
+        [labels.get(r, r) for r in rows if labels.get(r, r) in set(frame["model"])])
