@@ -7,6 +7,7 @@ query, blue = same polarity but another emotion, red = opposite polarity.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -226,7 +227,8 @@ def plot_temperature_masks(aggregation, temperatures: Sequence, axes=None, cmap:
     temperature, side by side (:func:`apse.attention.spatial_softmax`; ``"std"`` standardises A).
 
     Each mask has its own colour scale (a one-hot mask peaks at 1, a uniform one at 1 / hw), and
-    its title gives ``T`` and the effective number of positions, ``1 / sum Z^2``. Returns
+    its title gives ``T`` and the effective number of positions, ``1 / sum Z^2``, to two significant
+    digits. Returns
     ``(fig, masks)``, ``masks`` the list of (h, w) masks drawn, in the order of ``temperatures``.
     """
     a = torch.as_tensor(aggregation).detach().double().cpu()
@@ -243,7 +245,9 @@ def plot_temperature_masks(aggregation, temperatures: Sequence, axes=None, cmap:
     for t in temperatures:
         z = spatial_softmax(a[None], t)[0]
         masks.append(z)
-        panels.append((z, f"Z at T = {t}\n{1.0 / z.pow(2).sum().item():.3g} positions"))
+        n = 1.0 / z.pow(2).sum().item()
+        n = round(n, 1 - math.floor(math.log10(n)))  # 2 significant digits: the float noise stays out
+        panels.append((z, f"Z at T = {t}\n{n:g} positions"))
     for ax, (m, title) in zip(axes, panels):
         im = ax.imshow(m.numpy(), cmap=cmap)
         fig.colorbar(im, ax=ax, fraction=0.046)

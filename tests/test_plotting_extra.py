@@ -84,7 +84,11 @@ def test_temperature_masks_draw_the_softmax_at_each_temperature():
         torch.testing.assert_close(z, expected)
         np.testing.assert_allclose(ax.images[0].get_array(), expected.numpy())
         n = 1.0 / expected.pow(2).sum().item()
-        assert ax.get_title() == f"Z at T = {t}\n{n:.3g} positions"
+        shown = float(ax.get_title().split("\n")[1].split()[0])
+        assert ax.get_title() == f"Z at T = {t}\n{shown:g} positions"
+        # the effective number of positions, to two significant digits
+        assert shown == pytest.approx(round(n, 1 - math.floor(math.log10(n))))
+        assert shown == pytest.approx(n, rel=0.05)
     # T = 1 on a map that spans 110 units: one-hot; T = 100: close to uniform over 12 positions
     assert masks[0].max().item() == pytest.approx(1.0, abs=1e-4)
     assert 1.0 / masks[1].pow(2).sum().item() > 10
