@@ -1,18 +1,142 @@
-"""Network diagrams drawn from a model: the shapes an APSENet produces, the network and CLB.
+"""Diagrams: the three-tier ranking, rankings coloured by tier, and the network drawn from a model.
 
-What the diagrams show is read from an actual :class:`apse.model.APSENet` (a model, a config or a
-dict of its keyword arguments, built with random weights when only shapes matter), not typed in.
+The ranking diagrams (:func:`draw_tiers`, :func:`draw_ranking`) use the book's colours, not new
+ones: each emotion in :data:`apse.emotions.EMOTION_COLORS`, each tier in
+:data:`apse.plotting.TIER_COLORS` (green = same emotion, blue = same polarity, red = opposite
+polarity), with :func:`apse.plotting.retrieval_tier` deciding the tier. What the network diagrams
+show is read from an actual :class:`apse.model.APSENet` (a model, a config or a dict of its keyword
+arguments, built with random weights when only shapes matter), not typed in.
 """
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.colors import to_rgb
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
 from apse.config import TrainConfig
+from apse.emotions import EMOTION_COLORS, EMOTIONS, emotion_index, emotion_name
 from apse.model import APSENet
+from apse.plotting import TIER_COLORS, retrieval_tier
 
-__all__ = ["network_shapes", "draw_network", "draw_clb"]
+__all__ = ["tier_order", "draw_tiers", "draw_ranking", "network_shapes", "draw_network", "draw_clb"]
+
+_TIERS = tuple(TIER_COLORS)  # ("same emotion", "same polarity", "opposite polarity")
+
+
+def _label(emotion) -> int:
+    return emotion_index(emotion) if isinstance(emotion, str) else int(emotion)
+
+
+def _ink(color) -> str:
+    """Black or white, whichever reads better on ``color``."""
+    r, g, b = to_rgb(color)
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+
+
+def tier_order(query) -> list[tuple[str, str]]:
+    """The eight emotions as a perfect ranking for a query of emotion ``query`` (name or index)
+    would list them: ``(emotion, tier)`` for the query's own emotion, then the three others of its
+    polarity, then the four of the opposite polarity (each group in the papers' order)."""
+    q = _label(query)
+    emotion_name(q)  # validates the index
+    return sorted(((e, retrieval_tier(q, k)) for k, e in enumerate(EMOTIONS)),
+                  key=lambda et: _TIERS.index(et[1]))
+
+
+def draw_tiers(query="awe", ax=None, title: str | None = None):
+    """The three-tier ranking for one query emotion: the eight emotions in the order a perfect
+    retrieval lists them (:func:`tier_order`), one cell per emotion in its colour, and under them one
+    bar per tier in the tier's colour (same emotion, same polarity, opposite polarity).
+
+    Each emotion cell has the gid ``"emotion:<name>"``, each tier bar ``"tier:<tier>"``. Returns the
+    figure.
+    """
+    order = tier_order(query)
+    q = emotion_name(_label(query))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(9, 1.8))
+    else:
+        fig = ax.figure
+    x0, w, gap = 1.7, 1.3, 0.12
+    ax.add_patch(Rectangle((0, 0.9), 1.2, 0.8, fc=EMOTION_COLORS[q], ec="0.2", lw=1.5,
+                           gid="query"))
+    ax.text(0.6, 1.3, f"query\n{q}", ha="center", va="center", fontsize=8, color=_ink(EMOTION_COLORS[q]))
+    xs = {}
+    for k, (e, tier) in enumerate(order):
+        x = x0 + k * (w + gap) + _TIERS.index(tier) * 0.35
+        xs.setdefault(tier, []).append(x)
+        ax.add_patch(Rectangle((x, 0.9), w, 0.8, fc=EMOTION_COLORS[e], ec="white", lw=1,
+                               gid=f"emotion:{e}"))
+        ax.text(x + w / 2, 1.3, e, ha="center", va="center", fontsize=7,
+                color=_ink(EMOTION_COLORS[e]))
+    for n, tier in enumerate(_TIERS):
+        left, right = min(xs[tier]), max(xs[tier]) + w
+        ax.add_patch(Rectangle((left, 0.55), right - left, 0.22, fc=TIER_COLORS[tier], ec="none",
+                               gid=f"tier:{tier}"))
+        ax.text((left + right) / 2, 0.45, f"{n + 1}. {tier}", ha="center", va="top", fontsize=8,
+                color=TIER_COLORS[tier])
+    end = max(xs[_TIERS[-1]]) + w
+    ax.add_patch(FancyArrowPatch((x0, 1.95), (end, 1.95), arrowstyle="-|>", mutation_scale=10,
+                                 color="0.4", lw=1, shrinkA=0, shrinkB=0))
+    ax.text(x0, 2.05, "rank 1 (nearest)", ha="left", va="bottom", fontsize=7.5, color="0.3")
+    ax.text(end, 2.05, "last (farthest)", ha="right", va="bottom", fontsize=7.5, color="0.3")
+    ax.set_xlim(-0.1, end + 0.1)
+    ax.set_ylim(-0.05, 2.45)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def draw_ranking(query_labels, ranked_labels, ax=None, row_names=None, notes=None,
+                 title: str | None = None, legend: bool = True):
+    """Rankings as strips of cells coloured by tier: one row per query, cell ``k`` for its rank-``k``
+    result, green / blue / red for same emotion / same polarity / opposite polarity
+    (:data:`apse.plotting.TIER_COLORS`), the result's emotion written in it (first four letters).
+
+    ``query_labels``: one emotion (index or name) per query; ``ranked_labels``: per query, the
+    emotions of its results from rank 1 down (rows may differ in length). ``row_names`` label the
+    rows (default ``"<emotion> query"``); ``notes``, one string per row, are written at its right
+    end (e.g. the row's metric values). Each cell has the gid ``"rank:<row>:<k>"``. Returns the
+    figure.
+    """
+    queries = [_label(q) for q in query_labels]
+    rows = [[_label(e) for e in r] for r in ranked_labels]
+    if len(rows) != len(queries):
+        raise ValueError(f"{len(queries)} queries but {len(rows)} rankings")
+    width = max((len(r) for r in rows), default=0)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(min(0.55 * width + 4.5, 11), 0.5 * len(rows) + 0.9))
+    else:
+        fig = ax.figure
+    for i, (q, r) in enumerate(zip(queries, rows)):
+        y = len(rows) - 1 - i
+        for k, e in enumerate(r):
+            color = TIER_COLORS[retrieval_tier(q, e)]
+            ax.add_patch(Rectangle((k, y + 0.08), 0.94, 0.84, fc=color, ec="none",
+                                   gid=f"rank:{i}:{k + 1}"))
+            ax.text(k + 0.47, y + 0.5, EMOTIONS[e][:4], ha="center", va="center", fontsize=7,
+                    color=_ink(color))
+        name = row_names[i] if row_names is not None else f"{EMOTIONS[q]} query"
+        ax.text(-0.2, y + 0.5, name, ha="right", va="center", fontsize=8)
+        if notes is not None:
+            ax.text(width + 0.2, y + 0.5, notes[i], ha="left", va="center", fontsize=8,
+                    family="monospace")
+    for k in range(width):
+        ax.text(k + 0.47, len(rows) + 0.05, str(k + 1), ha="center", va="bottom", fontsize=7,
+                color="0.35")
+    ax.set_xlim(-0.1, width + 0.1)
+    ax.set_ylim(0, len(rows) + 0.45)
+    ax.axis("off")
+    if legend:
+        handles = [Rectangle((0, 0), 1, 1, fc=c, ec="none", label=t) for t, c in TIER_COLORS.items()]
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
+                  fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
 
 
 def _as_apsenet(model_or_config):
