@@ -20,7 +20,7 @@ from apse.experiments.summary import OURS_LABEL
 from apse.paper_results import PAPER_LABEL, PAPER_METRICS
 
 __all__ = ["EXPERIMENT_TITLES", "available", "status_frame", "show_report", "plot_ours_vs_paper",
-           "backbone_table"]
+           "backbone_table", "pair_facts", "glue_all"]
 
 #: The results folders the experiment chapters read, and what each holds.
 EXPERIMENT_TITLES = {
@@ -144,3 +144,42 @@ def backbone_table(results_dir: str | os.PathLike = DEFAULT_RESULTS,
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["held-out metric", ""])
     return table.round(3)
+
+
+def pair_facts(name: str, pairs: dict[str, tuple[tuple[str, str], tuple[str, str]]],
+               metrics: Sequence[str] = ("mAP8", "mAP2"), *,
+               results_dir: str | os.PathLike = DEFAULT_RESULTS, digits: int = 3) -> dict[str, str]:
+    """The paired differences a chapter's prose quotes, as text for myst-nb's ``glue``.
+
+    ``pairs`` maps a short key to ``((variant_a, regime_a), (variant_b, regime_b))`` of experiment
+    ``name``; for each key and metric: ``{key}_{metric}`` (mean ± standard error over the folds,
+    signed) and ``{key}_{metric}_won`` ("k of n" folds where a is better). Computed as
+    :func:`apse.experiments.reports.paired_table` computes them, so prose and table agree.
+    """
+    from apse.experiments.reports import by_fold
+    from apse.metrics import higher_is_better
+
+    cache: dict[tuple[str, str], dict] = {}
+    facts = {}
+    for key, ((va, ra), (vb, rb)) in pairs.items():
+        for m in metrics:
+            for regime in (ra, rb):
+                if (regime, m) not in cache:
+                    cache[regime, m] = by_fold(name, regime, m, results_dir=results_dir)
+            a, b = cache[ra, m].get(va, {}), cache[rb, m].get(vb, {})
+            d = paired_difference(a, b) if higher_is_better(m) else paired_difference(b, a)
+            if d is None:
+                raise ValueError(f"{name}: no common folds for {va} ({ra}) and {vb} ({rb})")
+            mean = d["mean"] if higher_is_better(m) else -d["mean"]
+            text = f"{mean:+.{digits}f} ± {d['se']:.{digits}f}"
+            facts[f"{key}_{m}"] = text.replace("-0.000 ", "0.000 ").replace("+0.000 ", "0.000 ")
+            facts[f"{key}_{m}_won"] = f"{d['wins']} of {d['n_folds']}"
+    return facts
+
+
+def glue_all(facts: dict[str, str]) -> None:
+    """Glue every value of ``facts`` under its key (myst-nb), shown nowhere but where prose uses it."""
+    from myst_nb import glue
+
+    for key, value in facts.items():
+        glue(key, value, display=False)
