@@ -3,7 +3,8 @@
 A from-scratch reference implementation of Yao et al. (ICCV 2019, IEEE TMM 2020), and the code under
 the APSE Book. One module (or package) per concept: `emotions`, `data` (images, splits, data sets by
 name, pooled sets, the fetcher), `backbones`, `attention`, `pooling`, `fusion`, `model`, `losses`,
-`metrics`, `training` (with `training_data`, `checkpoints`, `rng`, `distributed`), `evaluation`,
+`metrics`, `training` (with `training_data`, `checkpoints`, `rng`, `distributed`), `runs` (which
+config fields decide a result, and the keys of cached results), `evaluation`,
 `retrieval`, `explorer`, `plotting`, `diagrams`, `transfer` (other data sets), `experiments` (the
 papers' tables, re-run) and `notebook` (the book's helpers).
 """

@@ -3,7 +3,8 @@
 Not a test: a benchmark that prints figures (no asserts). On the FI subset (apse.data.locate_dataset) it
 builds the run `python -m apse.experiments core --regime finetune` makes for the papers' method
 (variant apse-gep, fold 0 of 5, seed 0: configs/fi-subset-cpu.yaml changed by
-apse.experiments.run_overrides("finetune"), i.e. by configs/fi-subset-finetune-cpu.yaml), then times
+apse.experiments.experiment_specs(..., regime="finetune"), i.e. by configs/fi-subset-finetune-cpu.yaml),
+then times
 
 (a) the train-step limit: the run's own train step (APSENet at the regime's image size, channels_last,
     frozen BatchNorm, GEP + attention loss, SGD) on its batches of 8 emotions x 4, median of
@@ -55,20 +56,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from apse.config import load_config
 from apse.io import write_json
 from apse.data import EmotionImageFolder, build_transforms, load_rgb, locate_dataset
-from apse.experiments.regimes import DEFAULT_BASE, run_overrides
-from apse.experiments.runner import expand
-from apse.experiments.tables import get_experiment
+from apse.experiments.specs import experiment_specs
 
 
 def run_config(epochs: int | None, fold: int, batch_size_eval: int | None = None):
     overrides = {} if epochs is None else {"epochs": int(epochs)}
     if batch_size_eval is not None:  # as `--set batch_size_eval=N` would (not part of a run's key)
         overrides["batch_size_eval"] = int(batch_size_eval)
-    specs = expand(get_experiment("core"), load_config(DEFAULT_BASE), folds=fold + 1,
-                   overrides=run_overrides("finetune", overrides))
+    specs = experiment_specs("core", regime="finetune", overrides=overrides, folds=fold + 1)
     return next(s.config for s in specs if s.variant.name == "apse-gep" and s.fold == fold)
 
 

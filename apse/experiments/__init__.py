@@ -29,9 +29,10 @@ trained (its random initialisation: a near-isometric random projection), i.e. wh
 features alone retrieve; every trained variant should beat it.
 
 One module per job: :mod:`~apse.experiments.tables` (the definitions and their registry),
-:mod:`~apse.experiments.regimes` (frozen / finetune / probe), :mod:`~apse.experiments.runner` (keys,
-cache, runs), :mod:`~apse.experiments.stats`, :mod:`~apse.experiments.summary` (summary rows,
-DataFrame, summary.csv / summary.md, the index), :mod:`~apse.experiments.extras` (lambda plot,
+:mod:`~apse.experiments.regimes` (frozen / finetune / probe), :mod:`~apse.experiments.specs` (the
+runs of an experiment: the one recipe from a variant to a run's config; keys from :mod:`apse.runs`),
+:mod:`~apse.experiments.runner` (cache, runs), :mod:`~apse.experiments.stats`,
+:mod:`~apse.experiments.summary` (summary rows, DataFrame, summary.csv / summary.md, the index), :mod:`~apse.experiments.extras` (lambda plot,
 attention and lr reports), :mod:`~apse.experiments.figures`, :mod:`~apse.experiments.reports` (chapter
 13's DataFrames from the run records) and :mod:`~apse.experiments.cli`.
 """
@@ -46,13 +47,15 @@ from apse.experiments.summary import (BACKBONE_LABEL, DATASET_LABEL, METRICS, OU
                                       summary_table, table_info, write_index, write_summary)
 from apse.experiments.extras import (EXTRAS, attention_choice, attention_table, lr_intro, lr_table, plot_lambda,
                                      report_attention, report_lr)
-from apse.experiments.runner import (_ADDED_FIELDS, _NOT_IN_KEY, RUNNER_VERSION, RunSpec, execute_run, expand,
-                                     load_records, portable_config, run_experiment, run_key)
+from apse.experiments.specs import RunSpec, expand, experiment_specs, select_variants
+from apse.experiments.runner import execute_run, load_records, run_experiment
 from apse.experiments.figures import make_figures
 from apse.experiments.reports import (Summary, agreement, agreement_table, last_command, load_summary,
                                       paper_comparison, summary_frame)
 from apse.experiments.cli import main
 from apse.metrics import LOWER_IS_BETTER
+from apse.provenance import portable_config
+from apse.runs import RUNNER_VERSION, run_key
 
 __all__ = ["Variant", "Experiment", "RunSpec", "EXPERIMENTS", "METRICS", "RUNNER_VERSION", "expand",
            "run_key", "run_experiment", "summarise_experiment", "write_summary", "paired_difference", "load_records",
@@ -64,7 +67,4 @@ __all__ = ["Variant", "Experiment", "RunSpec", "EXPERIMENTS", "METRICS", "RUNNER
            "plot_lambda", "report_attention", "report_lr", "EXTRAS", "LOWER_IS_BETTER", "kendall_tau", "key_means",
            "mean_std", "BACKBONE_GRID", "BACKBONE_ROWS", "BUDGET_OVERRIDES", "CORE_ROWS", "FLOOR", "LR_GRID",
            "FINETUNE_CONFIG", "REPO_ROOT", "BACKBONE_LABEL", "DATASET_LABEL", "OURS_LABEL",
-           "SUMMARY_COLUMNS", "portable_config", "_paper_values", "_ADDED_FIELDS", "_NOT_IN_KEY"]
-
-# private names of the single-module apse.experiments, kept importable
-_kendall_tau, _mean_std, _key_means, _table_info = kendall_tau, mean_std, key_means, table_info
+           "SUMMARY_COLUMNS", "portable_config", "_paper_values", "experiment_specs", "select_variants"]

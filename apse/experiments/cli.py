@@ -14,8 +14,9 @@ import torch
 
 from apse.config import apply_overrides, load_config
 from apse.experiments.figures import make_figures
-from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, REGIMES, regime_overrides, run_overrides
-from apse.experiments.runner import _find_cached, expand, run_experiment
+from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, REGIMES, regime_overrides
+from apse.experiments.runner import _find_cached, run_experiment
+from apse.experiments.specs import experiment_specs
 from apse.experiments.summary import write_index
 from apse.experiments.tables import EXPERIMENTS, ORDER, get_experiment
 
@@ -77,9 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m apse.experiments " + " ".join(sys.argv[1:] if argv is None else list(argv))
     for n in names:
         if args.dry_run:
-            exp = get_experiment(n)
-            specs = expand(exp, load_config(args.config), folds=args.folds, seeds=args.seeds,
-                           overrides=run_overrides(args.regime, overrides))
+            specs = experiment_specs(n, base=args.config, regime=args.regime, overrides=overrides,
+                                     folds=args.folds, seeds=args.seeds)
             for s in specs:
                 hit = _find_cached(Path(args.results), s, args.regime)
                 print(f"{n}: {s.filename}  {'cached' if hit else 'to run'}")

@@ -18,12 +18,12 @@ import torch
 from PIL import Image, ImageOps
 
 from apse import plotting
-from apse.config import load_config
 from apse.data import build_transforms, load_rgb
 from apse.emotions import emotion_name, polarity_of
 from apse.evaluation import embed_dataset
-from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, regime_dir, run_overrides
-from apse.experiments.runner import _Context, _round, expand
+from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, regime_dir
+from apse.experiments.runner import _Context, _round
+from apse.experiments.specs import experiment_specs
 from apse.experiments.summary import DATASET_LABEL, backbone_label
 from apse.experiments.tables import K_FOLDS, Experiment, get_experiment
 from apse.io import write_json
@@ -51,14 +51,14 @@ def _top_k(query_emb, gallery_emb, k: int):
     return torch.sort(d, dim=1, stable=True).indices[:, :k]
 
 
-def _train(experiment: Experiment, base_cfg, overrides: dict, dataset, fold: int, seed: int,
+def _train(experiment: Experiment, base, regime: str, overrides: dict | None, dataset, fold: int, seed: int,
            log: Callable[[str], None]) -> dict[str, dict]:
     """Train each variant of ``experiment`` on the training folds of ``fold``, with the config the runner
-    gives that run (:func:`~apse.experiments.runner.expand`, ``overrides`` from :func:`run_overrides`:
-    the regime's included); per variant its trainer, config, gallery and held-out embeddings, test
-    metrics and chosen epoch."""
+    gives that run in ``regime`` (:func:`~apse.experiments.specs.experiment_specs`); per variant its
+    trainer, config, gallery and held-out embeddings, test metrics and chosen epoch."""
     trained = {}
-    for spec in expand(experiment, base_cfg, folds=fold + 1, seeds=(seed,), overrides=overrides):
+    for spec in experiment_specs(experiment, base=base, regime=regime, overrides=overrides, folds=fold + 1,
+                                 seeds=(seed,)):
         if spec.fold != fold:
             continue
         variant, cfg = spec.variant, spec.config
@@ -235,7 +235,7 @@ def make_figures(*, results_dir: str | os.PathLike = DEFAULT_RESULTS, base: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     experiment = get_experiment("figures")
     dataset = _Context(data).dataset
-    trained = _train(experiment, load_config(base), run_overrides(regime, overrides), dataset, fold, seed, log)
+    trained = _train(experiment, base, regime, overrides, dataset, fold, seed, log)
     apse_run, npair_run = trained["apse-gep"], trained["npair"]
     trainer = apse_run["trainer"]
     samples = dataset.samples

@@ -31,9 +31,9 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from apse.config import load_config
-from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, regime_dir, run_overrides, split_regime_dir
-from apse.experiments.runner import expand, load_records
+from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, regime_dir, split_regime_dir
+from apse.experiments.runner import load_records
+from apse.experiments.specs import experiment_specs
 from apse.experiments.stats import ordering_report, paired_difference
 from apse.experiments.summary import (OURS_LABEL, floor_line, note_lines, settings_lines, summarise_experiment,
                                       summary_table, table_info)
@@ -105,8 +105,7 @@ def load_summary(name: str, regime: str | None = None, *, results_dir: str | os.
     seeds = sorted({int(r["seed"]) for r in records}) or [0]
     folds = max((int(r["fold"]) for r in records), default=0) + 1
     ran = {(r["variant"], int(r["fold"]), int(r["seed"])) for r in records}
-    specs = [s for s in expand(experiment, load_config(base), folds=folds, seeds=seeds,
-                               overrides=run_overrides(regime))
+    specs = [s for s in experiment_specs(experiment, base=base, regime=regime, folds=folds, seeds=seeds)
              if (s.variant.name, s.fold, s.seed) in ran] if records else []
     meta = read_json(results_dir / regime_dir(name, regime) / "meta.json") or {}
     info = table_info(experiment, specs, seeds, folds, K_FOLDS, meta, records)

@@ -1,105 +1,37 @@
-"""Running an experiment: run keys, the run cache, one run's record, and the loop over an experiment.
+"""Running an experiment: the run cache, one run's record, and the loop over an experiment.
 
-Each run (variant x fold x seed) is cached as ``results/<experiment>/runs/<variant>-f<fold>-s<seed>-<key>.json``,
-where ``key`` (:func:`run_key`) hashes the run's full :class:`~apse.config.TrainConfig` (fold and seed
-included) plus the settings of this runner that change a result (:data:`RUNNER_VERSION`). A re-run
-skips the runs already on disk (also when another experiment produced the identical run); ``force``
-re-runs them. The keys of the cached files must never change: tests check them against results/.
+Each run (variant x fold x seed, a :class:`~apse.experiments.specs.RunSpec` of
+:func:`~apse.experiments.specs.experiment_specs`) is cached as
+``results/<experiment>/runs/<variant>-f<fold>-s<seed>-<key>.json``, where ``key``
+(:func:`apse.runs.run_key`) hashes what of the run's :class:`~apse.config.TrainConfig` decides its
+numbers (fold and seed included) plus :data:`~apse.runs.RUNNER_VERSION`. A re-run skips the runs
+already on disk (also when another experiment produced the identical run); ``force`` re-runs them.
+The keys of the cached files must never change: tests check them against results/.
 """
 from __future__ import annotations
 
-import copy
 import csv
-import dataclasses
-import hashlib
-import json
 import os
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-from apse.config import load_config
 from apse.data import open_data
 from apse.evaluation import attention_report
 from apse.experiments.extras import EXTRAS
-from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, regime_dir, run_overrides
+from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, regime_dir
+from apse.experiments.specs import RunSpec, data_key, experiment_specs, select_variants
 from apse.experiments.summary import summarise_experiment, table_info, write_summary
-from apse.experiments.tables import K_FOLDS, Experiment, Variant, get_experiment
+from apse.experiments.tables import K_FOLDS, get_experiment
 from apse.io import read_json, write_json
 from apse.provenance import code_hash, portable_config, portable_source
+from apse.runs import RUNNER_VERSION
 from apse.training import Trainer
 
-__all__ = ["RUNNER_VERSION", "RunSpec", "run_key", "expand", "execute_run", "run_experiment", "load_records",
-           "portable_config"]
-
-#: Bump when a change of this runner (protocol, what a run computes) invalidates cached runs.
-RUNNER_VERSION = 1
-#: The data set of the book's experiments: its runs' keys do not name it (they predate the others).
-DEFAULT_DATA = "fi-subset"
-# Config fields that cannot change a run's numbers (where files go, worker counts): left out of the key.
-_NOT_IN_KEY = ("device", "num_workers", "feature_cache", "batch_size_eval")
-
-
-@dataclass
-class RunSpec:
-    """One run of an experiment: a variant on one held-out fold with one seed, its config and key."""
-
-    experiment: str
-    variant: Variant
-    fold: int
-    seed: int
-    config: Any          # TrainConfig
-    key: str
-
-    @property
-    def filename(self) -> str:
-        return f"{self.variant.name}-f{self.fold}-s{self.seed}-{self.key}.json"
-
-
-# Config fields added after runs were cached, with the value that reproduces those runs: left out of
-# the key at that value, so the cached runs stay valid (a run that sets another value is keyed by it).
-_ADDED_FIELDS = {"attention_mask_scale": "sum", "attention_lr": None, "backbone_lr": None, "freeze_bn": False,
-                 "warmup_epochs": 0, "probe_epochs": 0, "probe_lr": None, "train_fraction": 1.0}
-
-
-def run_key(config: dict, fold: int, seed: int, untrained: bool = False, extra: dict | None = None) -> str:
-    """12 hex digits of a hash of everything that decides a run's numbers."""
-    payload = {"config": {k: v for k, v in sorted(config.items())
-                          if k not in _NOT_IN_KEY and not (k in _ADDED_FIELDS and v == _ADDED_FIELDS[k])},
-               "fold": int(fold), "seed": int(seed), "untrained": bool(untrained),
-               "runner_version": RUNNER_VERSION, **(extra or {})}
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def expand(experiment: Experiment, base, *, folds: int | None = None, seeds: Sequence[int] = (0,),
-           k: int = K_FOLDS, overrides: dict | None = None, extra_key: dict | None = None) -> list[RunSpec]:
-    """Every run of ``experiment``: variants x held-out folds 0..folds-1 (of a k-fold partition) x seeds.
-
-    ``base`` is a TrainConfig; ``overrides`` apply to every run after the experiment's and variant's own.
-    """
-    folds = experiment.folds if folds is None else int(folds)
-    if experiment.data not in (None, DEFAULT_DATA):  # another data set: part of every run's key
-        extra_key = {"data": experiment.data, **(extra_key or {})}
-    if not 1 <= folds <= k:
-        raise ValueError(f"folds must be between 1 and k={k}, got {folds}")
-    specs = []
-    for variant in experiment.variants:
-        changes = {**experiment.overrides, **variant.overrides, **(overrides or {}),
-                   "folds": k, "fold": 0, "seed": int(seeds[0]), "protocol": "split"}
-        template = base.replace(**changes)  # validated once per variant (validation is not cheap)
-        for fold in range(folds):
-            for seed in seeds:
-                # fold in 0..k-1 and an int seed are valid by construction: set them on a copy
-                cfg = copy.copy(template)
-                cfg.fold, cfg.seed = fold, int(seed)
-                key = run_key(cfg.to_dict(), fold, seed, variant.untrained, extra_key)
-                specs.append(RunSpec(experiment.name, variant, fold, int(seed), cfg, key))
-    return specs
+__all__ = ["execute_run", "run_experiment", "load_records"]
 
 
 class _Context:
@@ -206,17 +138,10 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
     ``execute`` defaults to :func:`execute_run` (tests pass a stub).
     """
     t_start, c_start = time.time(), time.process_time()
-    experiment = get_experiment(name)
+    experiment = select_variants(get_experiment(name), only)
     results_dir = Path(results_dir)
-    base_cfg = load_config(base)
-    if only:
-        unknown = sorted(set(only) - {v.name for v in experiment.variants})
-        if unknown:
-            raise ValueError(f"{name} has no variant {unknown[0]!r}; its variants are: "
-                             f"{', '.join(v.name for v in experiment.variants)}")
-        experiment = dataclasses.replace(experiment, variants=tuple(v for v in experiment.variants
-                                                                    if v.name in only))
-    specs = expand(experiment, base_cfg, folds=folds, seeds=seeds, k=k, overrides=run_overrides(regime, overrides))
+    specs = experiment_specs(experiment, base=base, regime=regime, overrides=overrides, folds=folds, seeds=seeds,
+                             k=k)
     if only_folds is not None:
         if not set(only_folds) <= set(range(k)):
             raise ValueError(f"only_folds must lie in 0..{k - 1}, got {sorted(only_folds)}")
@@ -241,7 +166,7 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
         t0 = time.time()
         result = execute(spec, ctx)
         record = {"experiment": name, "variant": spec.variant.name, "label": spec.variant.label,
-                  **({"data": experiment.data} if experiment.data not in (None, DEFAULT_DATA) else {}),
+                  **data_key(experiment.data),
                   "fold": spec.fold, "seed": spec.seed, "key": spec.key, "untrained": spec.variant.untrained,
                   "config": portable_config(spec.config.to_dict()), **result,
                   "code_hash": code_hash(), "runner_version": RUNNER_VERSION,
@@ -286,8 +211,7 @@ def load_records(name: str, results_dir: str | os.PathLike = DEFAULT_RESULTS, *,
             with open(summary) as fh:
                 found = {int(x) for row in csv.DictReader(fh) for x in (row.get("seeds") or "").split()}
             seeds = sorted(found) or [0]
-    specs = expand(get_experiment(name), load_config(base), folds=folds, seeds=seeds,
-                   overrides=run_overrides(regime))
+    specs = experiment_specs(name, base=base, regime=regime, folds=folds, seeds=seeds)
     records = []
     for spec in specs:
         record = read_json(results_dir / folder / "runs" / spec.filename)

@@ -10,20 +10,18 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
 from apse.experiments.regimes import DEFAULT_RESULTS
+from apse.experiments.specs import RunSpec
 from apse.experiments.stats import key_means, mean_std, ordering_report
 from apse.experiments.tables import ORDER, Experiment, get_experiment
 from apse.io import read_json
 from apse.metrics import METRIC_NAMES
 from apse.data.pooled import dataset_label
 from apse.paper_results import PAPER_LABEL, PAPER_METRICS, TABLES
-
-if TYPE_CHECKING:  # annotations only: the runner imports this module
-    from apse.experiments.runner import RunSpec
 
 __all__ = ["METRICS", "DATASET_LABEL", "BACKBONE_LABEL", "OURS_LABEL", "SUMMARY_COLUMNS", "summarise_experiment",
            "table_info", "summary_table", "write_summary", "settings_lines", "note_lines", "write_index"]

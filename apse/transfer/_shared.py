@@ -1,15 +1,13 @@
-"""Helpers every apse.transfer module uses: cache keys, the default log, scoring cached features.
+"""Helpers every apse.transfer module uses: the default log, scoring cached features.
 
-Private to the package: the hash below is part of every cache key of ``fi-models``, the features
-cache and ``results/twitter1/runs``, so changing it renames (re-computes) all of them.
+Private to the package. The package's cache keys (``fi-models``, the features cache, ``results/twitter1/runs``)
+hash with :func:`apse.runs.short_hash`, so changing that renames (re-computes) all of them.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,11 +18,6 @@ from apse.evaluation import predict
 from apse.metrics import evaluate_embeddings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def short_hash(payload: Any, n: int = 12) -> str:
-    """The first `n` hex digits of the SHA-256 of `payload` as sorted-key JSON (a cache key)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
 def print_log(msg: str) -> None:

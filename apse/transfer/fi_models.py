@@ -22,11 +22,12 @@ from apse.data import (EmotionImageFolder, FeatureDataset, build_transforms, ext
                        locate_dataset)
 from apse.io import atomic_write
 from apse.provenance import cache_root, dataset_fingerprint
+from apse.runs import result_fields, short_hash
 from apse.training import train
 from apse.training_data import with_transform
-from apse.transfer._shared import REPO_ROOT, print_log, short_hash
+from apse.transfer._shared import REPO_ROOT, print_log
 
-__all__ = ["DEFAULT_BASE", "FI_VARIANTS", "FI_TRAINING", "fi_model_config",
+__all__ = ["DEFAULT_BASE", "FI_VARIANTS", "FI_TRAINING", "FI_KEY_AS_OF", "fi_model_config", "fi_model_key",
            "fi_checkpoint", "state_hash", "dataset_features"]
 
 DEFAULT_BASE = REPO_ROOT / "configs" / "fi-subset-cpu.yaml"
@@ -39,6 +40,10 @@ FI_VARIANTS: dict[str, tuple[str, dict]] = {
 }
 #: How the FI models are trained: the experiments' 20-epoch budget, nearly all of the FI subset.
 FI_TRAINING = {"epochs": 20, "lr_step": 15, "split": "95/5/0", "device": "cpu", "num_workers": 1}
+#: The newest config field (of :data:`apse.runs.ADDED_FIELDS`) when the FI models were first trained:
+#: their keys hold the fields up to it, so that later fields (at their old value) leave the folder
+#: names, which results/twitter1's run keys hash, as they were.
+FI_KEY_AS_OF = "warmup_epochs"
 
 
 def fi_model_config(variant: str, base: str | os.PathLike = DEFAULT_BASE):
@@ -46,6 +51,13 @@ def fi_model_config(variant: str, base: str | os.PathLike = DEFAULT_BASE):
     if variant not in FI_VARIANTS:
         raise ValueError(f"unknown FI model {variant!r}; valid: {', '.join(FI_VARIANTS)}")
     return load_config(base).replace(**{**FI_TRAINING, **FI_VARIANTS[variant][1]})
+
+
+def fi_model_key(config, samples) -> str:
+    """The key of an FI model's folder: the config's fields that decide its weights
+    (:func:`apse.runs.result_fields` as of :data:`FI_KEY_AS_OF`) and the FI file list."""
+    return short_hash({"config": result_fields(config.to_dict(), as_of=FI_KEY_AS_OF),
+                       "data": dataset_fingerprint(samples)})
 
 
 def fi_checkpoint(variant: str, *, fi_data: str | os.PathLike | None = None,
@@ -58,11 +70,8 @@ def fi_checkpoint(variant: str, *, fi_data: str | os.PathLike | None = None,
     and the FI file list, so a changed configuration or dataset trains a new model."""
     config = fi_model_config(variant, base)
     folder = EmotionImageFolder(locate_dataset(fi_data))
-    skip = ("device", "num_workers", "feature_cache", "batch_size_eval")
-    key = short_hash({"config": {k: v for k, v in config.to_dict().items() if k not in skip},
-                      "data": dataset_fingerprint(folder.samples)})
     out = Path(models_dir) if models_dir is not None else cache_root() / "fi-models"
-    out = out / f"{variant}-{key}"
+    out = out / f"{variant}-{fi_model_key(config, folder.samples)}"
     if (out / "model.pt").is_file():
         return out / "model.pt"
     if not train_if_missing:

@@ -25,8 +25,9 @@ from apse.io import read_json, write_json
 from apse.metrics import pairwise_distances
 from apse.data.polarity import load_twitter1, twitter1_label
 from apse.rng import seed_everything
+from apse.runs import short_hash
 from apse.checkpoints import build_model, load_model
-from apse.transfer._shared import labels_tensor, print_log, retrieval_scores, short_hash
+from apse.transfer._shared import labels_tensor, print_log, retrieval_scores
 from apse.transfer.fi_models import (DEFAULT_BASE, FI_VARIANTS, dataset_features, fi_checkpoint,
                                      state_hash)
 from apse.transfer.finetune import FineTune, fine_tune
