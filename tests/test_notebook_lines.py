@@ -20,7 +20,7 @@ HIDDEN_OUTPUT = {"remove-output", "remove-cell"}
 # until it is taken off the list.
 PENDING = {"03_metrics", "04_npair", "05_ep_loss",
            "10_network", "11_training",
-           "12_evaluation_retrieval", "13a_papers_tables", "13b_fine_tuning", "14_explorer", "15_beyond_fi"}
+           "13a_papers_tables", "14_explorer", "15_beyond_fi"}
 RICH = ("text/html", "image/png", "image/svg+xml", "text/markdown", "text/latex")
 
 
