@@ -71,7 +71,7 @@ def test_result_fields_leave_out_what_cannot_change_a_result_and_later_fields_at
 
 
 def test_run_key_payload_is_frozen():
-    """A known payload hashes to a known key (RUNNER_VERSION, _ADDED_FIELDS and _NOT_IN_KEY included)."""
+    """A known payload hashes to a known key (RUNNER_VERSION, ADDED_FIELDS and NOT_IN_RESULT included)."""
     assert ex.RUNNER_VERSION == 1
     config = {"lr": 0.2, "epochs": 20, "device": "cpu", "attention_mask_scale": "sum", "backbone_lr": None}
     assert ex.run_key(config, 0, 0) == ex.run_key({"lr": 0.2, "epochs": 20}, 0, 0)
@@ -167,3 +167,16 @@ def test_the_fi_models_keys_are_those_the_twitter1_runs_recorded():
     samples = _fi_subset().samples
     now = {f"{v}-{fi_models.fi_model_key(fi_models.fi_model_config(v), samples)}" for v in fi_models.FI_VARIANTS}
     assert now == recorded
+
+
+def test_the_notebooks_model_key_is_the_one_chapter_8_prints(monkeypatch):
+    """The cpu mode's fine-tuned APSE model is cached under the key chapter 8 prints (its rule keeps
+    the device and the worker counts; a config field added later, at its old value, leaves it)."""
+    from apse import notebook
+
+    _fi_subset()
+    monkeypatch.setenv("APSE_MODE", "cpu")
+    settings = notebook.setup(quiet=True)
+    key = notebook.trained_model_key(settings.finetune_config(), settings.dataset())
+    assert key == "91603cbafcd9ba22"
+    assert key in (ex.REPO_ROOT / "book" / "08_attention.ipynb").read_text()
