@@ -37,7 +37,7 @@ from apse.experiments.stats import mean_std, paired_difference
 from apse.experiments.tables import CURVE_DATA, get_experiment
 
 __all__ = ["ROW_LABELS", "split_counts", "curve_frame", "curve_summary", "gap_summary", "gap_trend", "pooling_table",
-           "plot_learning_curves", "tuning_table", "tuned_pairs", "headline", "t_interval"]
+           "plot_learning_curves", "tuning_table", "tuned_pairs", "headline", "t_interval", "regime_ends"]
 
 #: The curves' rows, as the chapter names them.
 ROW_LABELS = {"npair": "N-pair, SO (floor)", "ep-so": "EP, SO", "apse-gep": "APSE + GEP"}
@@ -55,13 +55,13 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return mean, mean - half, mean + half
 
 
-def curve_frame(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> pd.DataFrame:
-    """Every cached curve run, one row per (run, query source). A pooled run gives one row per
-    source (its held-out images of that source against its training images of that source);
-    ``n_train`` is the run's training images (both sources for a pooled run)."""
+def curve_frame(results_dir: str | os.PathLike = DEFAULT_RESULTS, regime: str = "frozen") -> pd.DataFrame:
+    """Every cached curve run of ``regime``, one row per (run, query source). A pooled run gives one
+    row per source (its held-out images of that source against its training images of that
+    source); ``n_train`` is the run's training images (both sources for a pooled run)."""
     rows = []
     for name, data in CURVE_DATA.items():
-        for r in load_records(name, results_dir, seeds=None):
+        for r in load_records(name, results_dir, seeds=None, regime=regime):
             row_name, _, _ = r["variant"].rpartition("-p")
             fraction = r["config"].get("train_fraction", 1.0)
             by_source = r.get("test_metrics_by_source") or {data: r["test_metrics"]}
@@ -134,6 +134,24 @@ def gap_summary(frame: pd.DataFrame, metrics: Sequence[str] = ("mAP8", "mAP2")) 
                          "high": high, "folds won": f"{int((grp['gap'] > 0).sum())} / {len(grp)}"})
         parts.append(pd.DataFrame(rows))
     return pd.concat(parts, ignore_index=True)
+
+
+def regime_ends(results_dir: str | os.PathLike = DEFAULT_RESULTS,
+                metrics: Sequence[str] = ("mAP8", "mAP2")) -> pd.DataFrame:
+    """APSE + GEP minus N-pair at the curve points that ran fine-tuned (the smallest and the full
+    size, each source alone), frozen and fine-tuned side by side: :func:`gap_summary` of each
+    regime, restricted to the fractions of the fine-tuned runs."""
+    tuned = curve_frame(results_dir, "finetune")
+    if tuned.empty:
+        return pd.DataFrame()
+    frozen = curve_frame(results_dir)
+    points = set(zip(tuned["training data"], tuned["fraction"]))
+    frozen = frozen[[p in points for p in zip(frozen["training data"], frozen["fraction"])]]
+    parts = [gap_summary(f, metrics).assign(regime=name)
+             for name, f in (("frozen", frozen), ("fine-tuned", tuned)) if not f.empty]
+    out = pd.concat(parts, ignore_index=True)
+    out = out[out["queries"] == out["training data"]]
+    return out.sort_values(["queries", "metric", "n_train", "regime"], ascending=[True, True, True, False])
 
 
 def gap_trend(frame: pd.DataFrame, metric: str = "mAP8") -> pd.DataFrame:

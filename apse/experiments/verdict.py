@@ -144,7 +144,7 @@ def plot_forest(frame: pd.DataFrame, axes=None, *, short_labels: dict[str, str] 
     labels = dict(zip(frame["row"], frame["label"]))
     labels.update(short_labels or {})
     if axes is None:
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.55 * len(rows) + 1.4),
+        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics) + 1.6, 0.5 * len(rows) + 1.3),
                                  sharey=True)
     axes = list(axes) if hasattr(axes, "__len__") else [axes]
     fig = axes[0].figure
@@ -164,25 +164,25 @@ def plot_forest(frame: pd.DataFrame, axes=None, *, short_labels: dict[str, str] 
                 ax.plot([r["mean"]], [y], marker, color=color, ms=5)
                 ax.annotate(f"{int(r['wins'])}/{int(r['folds'])}", (1.0, y),
                             xycoords=("axes fraction", "data"), xytext=(3, 0),
-                            textcoords="offset points", va="center", fontsize=7, color=color)
+                            textcoords="offset points", va="center", fontsize=8, color=color)
         papers = part.drop_duplicates("row").set_index("row")["paper"]
         for i, row in enumerate(rows):
             if row in papers and not math.isnan(papers[row]):
                 ax.plot([papers[row]], [i], "D", color="#d62728", ms=5, mfc="none")
         ax.axvline(0, color="0.3", lw=0.8)
-        ax.set_title(f"{metric}: row - N-pair floor", fontsize=9)
+        ax.set_title(f"{metric}: row - N-pair floor", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels([labels[r] for r in rows], fontsize=8)
+        ax.set_yticklabels([labels[r] for r in rows], fontsize=9)
         ax.set_ylim(len(rows) - 0.5, -0.5)
-        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="x", labelsize=9)
     handles = [Line2D([], [], marker=_REGIME_STYLE.get(g, (g, "o", "0.3"))[1],
                       color=_REGIME_STYLE.get(g, (g, "o", "0.3"))[2],
                       label=_REGIME_STYLE.get(g, (g,))[0]) for g in regimes]
     handles.append(Line2D([], [], marker="D", ls="", color="#d62728", mfc="none",
                           label="papers' difference (full FI, ResNet-50)"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 0.97, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 0.96, 1))
     return fig
 
 
