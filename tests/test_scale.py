@@ -109,3 +109,19 @@ def test_learning_curve_figure_has_a_panel_per_metric_and_source(curves):
     assert fig.axes[-1].get_xscale() == "log"
     # solid (alone) and dashed (pooled) lines for each of the three rows in a metric panel
     assert len(fig.axes[0].get_lines()) == 6
+
+
+def test_regime_ends_agree_with_the_answers_forest_frame():
+    # the full-size fine-tuned FI point of the curves is chapter 13's fine-tuned comparison: the
+    # same runs (same keys), so the same gap, computed by two routes
+    from apse.experiments.scale import regime_ends
+    from apse.experiments.verdict import forest_frame
+
+    ends = regime_ends()
+    assert set(ends.regime) == {"frozen", "fine-tuned"}
+    full = ends[(ends.regime == "fine-tuned") & (ends.queries == "FI subset") & (ends.metric == "mAP8")
+                & (ends.fraction == 1.0)].iloc[0]
+    line = forest_frame("core", ("finetune",), ("mAP8",), rows=("apse-gep",)).iloc[0]
+    assert full.gap == pytest.approx(line["mean"], abs=1e-9)
+    # only the fractions that ran fine-tuned, each source against itself
+    assert set(ends.fraction) == {0.125, 1.0} and (ends.queries == ends["training data"]).all()
