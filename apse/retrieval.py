@@ -30,7 +30,7 @@ from apse.data import EmotionImageFolder, build_transforms
 from apse.emotions import EMOTIONS, POLARITIES, polarity_of
 from apse.evaluation import embed_dataset
 from apse.io import atomic_save, read_apse_file
-from apse.metrics import pairwise_distances
+from apse.metrics import nearest, pairwise_distances
 
 __all__ = ["RetrievalIndex", "SearchResult"]
 
@@ -209,7 +209,7 @@ class RetrievalIndex:
             # IndexFlatL2 returns squared distances
             return torch.as_tensor(sq).clamp_min(0).sqrt(), torch.as_tensor(idx, dtype=torch.long)
         dist = pairwise_distances(queries, self.embeddings)
-        order = torch.sort(dist, dim=1, stable=True).indices[:, :k]  # stable: ties in gallery order
+        order = nearest(dist, k)  # ties in gallery order
         return dist.gather(1, order), order
 
     def query(self, query: Any, k: int = 5) -> list[SearchResult]:

@@ -489,6 +489,22 @@ def test_ranked_relevance_leave_one_out_and_levels():
         rank_order(torch.tensor([[0.0, float("nan")]]))
 
 
+def test_nearest_is_the_top_of_the_ranking_ties_in_gallery_order():
+    """One top-k for the figures, the explorer's search and Twitter I's retrievals: ties keep gallery
+    order (as the diagonal-at-infinity sort of the leave-one-out copies did), self left out on request."""
+    from apse.metrics import nearest
+
+    d = torch.tensor([[2.0, 1.0, 1.0, 0.5], [1.0, 0.0, 1.0, 3.0]])
+    assert nearest(d, 3).tolist() == [[3, 1, 2], [1, 0, 2]]
+    assert nearest(d, 10).tolist() == rank_order(d).tolist()            # k above the gallery: all of it
+    emb = torch.tensor([[0.0], [1.0], [1.0], [3.0], [-1.0]])
+    dist = pairwise_distances(emb, emb)
+    by_inf = dist.double().fill_diagonal_(float("inf"))
+    expected = torch.sort(by_inf, dim=1, stable=True).indices[:, :3]
+    assert nearest(dist, 3, exclude_self=True).tolist() == expected.tolist()
+    assert nearest(dist, 3, exclude_self=True)[1].tolist() == [2, 0, 3]   # 2 (tie with self) first
+
+
 # ---------------------------------------------------------------- the fast path against the readable one
 
 

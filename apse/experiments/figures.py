@@ -27,7 +27,7 @@ from apse.experiments.specs import experiment_specs
 from apse.experiments.summary import DATASET_LABEL, backbone_label
 from apse.experiments.tables import K_FOLDS, Experiment, get_experiment
 from apse.io import write_json
-from apse.metrics import pairwise_distances
+from apse.metrics import nearest, pairwise_distances
 from apse.training import Trainer
 
 __all__ = ["make_figures"]
@@ -47,8 +47,7 @@ def _thumb(path: str, size: int = 80):
 
 
 def _top_k(query_emb, gallery_emb, k: int):
-    d = pairwise_distances(query_emb, gallery_emb)
-    return torch.sort(d, dim=1, stable=True).indices[:, :k]
+    return nearest(pairwise_distances(query_emb, gallery_emb), k)
 
 
 def _train(experiment: Experiment, base, regime: str, overrides: dict | None, dataset, fold: int, seed: int,

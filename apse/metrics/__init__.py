@@ -81,13 +81,13 @@ from apse.metrics.definitions import (LEVELS, LOWER_IS_BETTER, METRIC_NAMES, MET
                                      anmrr, average_precision, dcg, f1, ft, higher_is_better, map2, map8,
                                      map_at_r, metric_names, nn, opposite_at_5, r_precision, register_metric,
                                      st)
-from apse.metrics.ranking import pairwise_distances, rank_order, ranked_relevance
+from apse.metrics.ranking import nearest, pairwise_distances, rank_order, ranked_relevance
 from apse.metrics.scoring import evaluate_embeddings, per_query_metrics, retrieval_metrics
 
 __all__ = [
     "Metric", "METRICS", "register_metric", "metric_names", "higher_is_better",
     "METRIC_NAMES", "POLARITY_METRIC_NAMES", "LEVELS", "LOWER_IS_BETTER",
-    "pairwise_distances", "rank_order", "ranked_relevance",
+    "pairwise_distances", "rank_order", "nearest", "ranked_relevance",
     "average_precision", "map8", "map2", "nn", "ft", "st", "dcg", "f1", "anmrr", "map_at_r", "r_precision",
     "opposite_at_5",
     "per_query_metrics", "retrieval_metrics", "evaluate_embeddings",

@@ -10,7 +10,7 @@ import torch
 from apse.emotions import NUM_EMOTIONS
 from apse.metrics.definitions import metric_names
 
-__all__ = ["pairwise_distances", "rank_order", "ranked_relevance"]
+__all__ = ["pairwise_distances", "rank_order", "nearest", "ranked_relevance"]
 
 
 def _as_float_matrix(x, name: str) -> torch.Tensor:
@@ -121,6 +121,13 @@ def rank_order(distances, *, exclude_self: bool = False) -> torch.Tensor:
     _check_no_nan(dist)
     self_cols = _self_columns(*dist.shape) if exclude_self else None
     return _rank_order(dist, self_cols)
+
+
+def nearest(distances, k: int, *, exclude_self: bool = False) -> torch.Tensor:
+    """The ``k`` nearest gallery indices of each query, nearest first: the first ``k`` columns of
+    :func:`rank_order` (the same tie rule; fewer when the gallery is smaller), for what shows a
+    ranking's top (the figures, the explorer's search, Twitter I's retrievals)."""
+    return rank_order(distances, exclude_self=exclude_self)[:, :k]
 
 
 # The fast path packs (distance, gallery index, label) into one int64 sort key: 32 bits of distance

@@ -7,7 +7,6 @@ again and a changed setting runs anew), then the summary files (:mod:`apse.trans
 """
 from __future__ import annotations
 
-import math
 import os
 import platform
 import time
@@ -22,7 +21,7 @@ from torch import nn
 from apse.data import stratified_kfold
 from apse.emotions import POLARITIES
 from apse.io import read_json, write_json
-from apse.metrics import pairwise_distances
+from apse.metrics import nearest, pairwise_distances
 from apse.data.polarity import load_twitter1, twitter1_label
 from apse.rng import seed_everything
 from apse.runs import short_hash
@@ -42,13 +41,6 @@ __all__ = ["run_twitter1", "run_key", "run_file_name"]
 def _untrained_head(config) -> nn.Module:
     seed_everything(0)
     return build_model(config.replace(attention="none", fusion="single"), pretrained=False).eval()
-
-
-def _top_k(emb: torch.Tensor, k: int) -> torch.Tensor:
-    """(Q, k) leave-one-out nearest neighbours by Euclidean distance (ties: gallery order)."""
-    d = pairwise_distances(emb, emb).double()
-    d.fill_diagonal_(math.inf)
-    return torch.sort(d, dim=1, stable=True).indices[:, :k]
 
 
 def _figure_queries(labels: torch.Tensor, held: Sequence[int], per_polarity: int, seed: int = 0):
@@ -204,7 +196,7 @@ def _run_row(row: Row, models, features, labels, train_idx, held, settings, fold
     rec["accuracy"] = {k: round(v, 6) for k, v in acc.items()}
     if fold == 0 and row.name in FIGURE_ROWS:
         picks = _figure_queries(labels, held, FIGURE_QUERIES_PER_POLARITY)
-        top = _top_k(emb, 5)
+        top = nearest(pairwise_distances(emb, emb), 5, exclude_self=True)  # leave-one-out
         rec["top5"] = [{"query": rel_all[held[j]], "label": POLARITIES[int(labels[held[j]])],
                         "results": [[rel_all[held[int(t)]], POLARITIES[int(labels[held[int(t)]])]]
                                     for t in top[j]]} for j in picks]
