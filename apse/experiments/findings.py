@@ -84,7 +84,7 @@ REGIME_WORDS = {"frozen": "frozen", "finetune": "fine-tuned", "probe": "as the p
 #: Paragraphs are separated by a blank line and wrapped as the README is.
 TEMPLATE = """\
 All numbers are ours, on the FI subset ({images} images, {folds} held-out folds, {seeds}, {backbone}), \
-not the papers' (full FI, ResNet-50); chapter 13 has every table, the papers' numbers beside ours, and \
+not the papers' (full FI, ResNet-50); chapter 13 gives the answer and chapters 13a and 13b every table, the papers' numbers beside ours, and \
 the paired statistics (mean difference ± standard error over the folds, folds won). Generated from \
 results/ by `python -m apse.experiments.findings`; "level" and "within the noise" mean less than {noise} \
 standard errors from zero.
