@@ -55,10 +55,10 @@ def draw_tiers(query="awe", ax=None, title: str | None = None):
     order = tier_order(query)
     q = emotion_name(_label(query))
     if ax is None:
-        fig, ax = plt.subplots(figsize=(9, 1.8))
+        fig, ax = plt.subplots(figsize=(9.6, 1.8))
     else:
         fig = ax.figure
-    x0, w, gap = 1.7, 1.3, 0.12
+    x0, w, gap = 1.7, 1.5, 0.12
     ax.add_patch(Rectangle((0, 0.9), 1.2, 0.8, fc=EMOTION_COLORS[q], ec="0.2", lw=1.5,
                            gid="query"))
     ax.text(0.6, 1.3, f"query\n{q}", ha="center", va="center", fontsize=8, color=_ink(EMOTION_COLORS[q]))
