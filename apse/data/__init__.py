@@ -27,6 +27,8 @@ One module per job; every public name is importable from ``apse.data`` itself. W
 - :mod:`apse.data.features`: :func:`extract_features` / :class:`FeatureDataset` run a *frozen*
   backbone once over a dataset and keep its stage maps (conv3, conv5, ...), so everything after the
   backbone trains on cached maps (a documented deviation for CPU work).
+- :mod:`apse.data.labelcsv`: what the three label CSV readers (manifest, polarity, votes) share: the
+  header in any case, Excel's byte-order mark, blank lines, rows by line number, listed paths.
 - :mod:`apse.data.votes`: vote-labelled images (FlickrLDL's ``labels.csv``): the majority emotion,
   ties and polarity conflicts left out and listed (:meth:`EmotionImageFolder.from_manifest` reads it).
 - :mod:`apse.data.pooled`: :func:`open_data` opens a data set by path or name, :func:`pool` joins

@@ -7,11 +7,11 @@ what to do with listed files that do not exist (raise or skip) is the caller's c
 """
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apse.data.labelcsv import read_label_csv, resolve_path
 from apse.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index
 
 
@@ -46,47 +46,40 @@ def read_manifest(csv_path: Path, base: Path) -> Manifest:
     more columns are ignored); ``emotion`` is read by :func:`parse_emotion`. Blank lines are ignored.
     """
     result = Manifest()
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate Excel's BOM
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"manifest {str(csv_path)!r} is empty; expected a header 'path,emotion'")
-        columns = [h.strip().lower() for h in header]
-        missing = [c for c in ("path", "emotion") if c not in columns]
-        if missing:
-            raise ValueError(
-                f"manifest {str(csv_path)!r} line 1: missing column(s) {', '.join(missing)}; expected a "
-                f"header with 'path' and 'emotion', got {header}"
-            )
-        ip, ie = columns.index("path"), columns.index("emotion")
-        seen: dict[str, tuple[int, int]] = {}
-        for row in reader:
-            lineno = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) <= max(ip, ie):
-                raise ValueError(f"manifest {str(csv_path)!r} line {lineno}: expected {len(header)} "
-                                 f"columns, got {len(row)}: {row}")
-            rel, emo = row[ip].strip(), row[ie].strip()
-            if not rel:
-                raise ValueError(f"manifest {str(csv_path)!r} line {lineno}: empty path")
-            try:
-                label = parse_emotion(emo)
-            except ValueError as exc:
-                raise ValueError(f"manifest {str(csv_path)!r} line {lineno}: {exc}") from None
-            path = os.path.normpath(rel if os.path.isabs(rel) else os.path.join(base, rel))
-            if path in seen:
-                if seen[path][0] != label:
-                    raise ValueError(
-                        f"manifest {str(csv_path)!r} line {lineno}: {rel!r} is listed as "
-                        f"{EMOTIONS[label]!r} but line {seen[path][1]} lists it as {EMOTIONS[seen[path][0]]!r}"
-                    )
-                result.duplicates += 1
-                continue
-            seen[path] = (label, lineno)
-            if not os.path.isfile(path):
-                result.missing.append((lineno, path))
-                continue
-            result.origin[path] = f"{csv_path.name} line {lineno}"
-            result.samples.append((path, label))
+    table = read_label_csv(csv_path, f"manifest {str(csv_path)!r} is empty; expected a header 'path,emotion'")
+    header, columns = table.header, table.columns
+    missing = [c for c in ("path", "emotion") if c not in columns]
+    if missing:
+        raise ValueError(
+            f"manifest {str(csv_path)!r} line 1: missing column(s) {', '.join(missing)}; expected a "
+            f"header with 'path' and 'emotion', got {header}"
+        )
+    ip, ie = columns.index("path"), columns.index("emotion")
+    seen: dict[str, tuple[int, int]] = {}
+    for lineno, row in table.rows:
+        if len(row) <= max(ip, ie):
+            raise ValueError(f"manifest {str(csv_path)!r} line {lineno}: expected {len(header)} "
+                             f"columns, got {len(row)}: {row}")
+        rel, emo = row[ip].strip(), row[ie].strip()
+        if not rel:
+            raise ValueError(f"manifest {str(csv_path)!r} line {lineno}: empty path")
+        try:
+            label = parse_emotion(emo)
+        except ValueError as exc:
+            raise ValueError(f"manifest {str(csv_path)!r} line {lineno}: {exc}") from None
+        path = resolve_path(rel, base)
+        if path in seen:
+            if seen[path][0] != label:
+                raise ValueError(
+                    f"manifest {str(csv_path)!r} line {lineno}: {rel!r} is listed as "
+                    f"{EMOTIONS[label]!r} but line {seen[path][1]} lists it as {EMOTIONS[seen[path][0]]!r}"
+                )
+            result.duplicates += 1
+            continue
+        seen[path] = (label, lineno)
+        if not os.path.isfile(path):
+            result.missing.append((lineno, path))
+            continue
+        result.origin[path] = f"{csv_path.name} line {lineno}"
+        result.samples.append((path, label))
     return result

@@ -29,7 +29,6 @@ Sources:
 from __future__ import annotations
 
 import copy
-import csv
 import os
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -39,6 +38,7 @@ import numpy as np
 from apse.data.images import (
     CHECKS, CorruptImageError, ImageFileDataset, _check_decode, _check_header, is_image_file,
 )
+from apse.data.labelcsv import first_column, read_label_csv, resolve_path
 from apse.data.locate import check_complete, not_found_hint, usual_places
 from apse.emotions import EMOTIONS, NUM_EMOTIONS, POLARITIES, polarity_of
 
@@ -150,56 +150,48 @@ class LabelledImages(ImageFileDataset):
             raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
         base = Path(root) if root is not None else csv_path.parent
         name = str(csv_path)
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"{name} is empty; expected a header such as 'file,polarity'")
-            columns = [h.strip().lower() for h in header]
-            file_col = next((c for c in _FILE_COLUMNS if c in columns), None)
-            label_col = next((c for c in _LABEL_COLUMNS if c in columns), None)
-            if file_col is None or label_col is None:
-                raise ValueError(f"{name} line 1: expected a header with a file column (file or "
-                                 f"path) and a label column (polarity, emotion or label), "
-                                 f"got {header}")
-            i_file, i_label = columns.index(file_col), columns.index(label_col)
-            extra_cols = [(i, c) for i, c in enumerate(columns) if i not in (i_file, i_label)]
-            samples, extras, origin = [], [], {}
-            seen: dict[str, int] = {}
-            missing: list[str] = []
-            file_level = None
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not c.strip() for c in row):
-                    continue
-                where = f"{name} line {line}"
-                if len(row) != len(header):
-                    raise ValueError(f"{where}: expected {len(header)} columns "
-                                     f"({','.join(header)}), got {len(row)}: {row}")
-                rel = row[i_file].strip()
-                if not rel:
-                    raise ValueError(f"{where}: empty file name")
-                try:
-                    row_level, label = _parse_label(row[i_label], label_col)
-                except ValueError as exc:
-                    raise ValueError(f"{where}: {exc}") from None
-                if file_level is None:
-                    file_level = row_level
-                elif row_level != file_level:
-                    raise ValueError(f"{where}: {row[i_label].strip()!r} is a {row_level} but "
-                                     f"earlier rows hold {file_level} labels; one file holds "
-                                     "one level")
-                path = os.path.normpath(rel if os.path.isabs(rel) else os.path.join(base, rel))
-                if path in seen:
-                    raise ValueError(f"{where}: {rel!r} is listed again (first on line "
-                                     f"{seen[path]}); each file may appear once")
-                seen[path] = line
-                if not os.path.isfile(path):
-                    missing.append(f"line {line}: {path}")
-                    continue
-                origin[path] = f"{csv_path.name} line {line}"
-                samples.append((path, label))
-                extras.append({c: row[i].strip() for i, c in extra_cols})
+        table = read_label_csv(csv_path, f"{name} is empty; expected a header such as 'file,polarity'")
+        header, columns = table.header, table.columns
+        file_col, label_col = first_column(columns, _FILE_COLUMNS), first_column(columns, _LABEL_COLUMNS)
+        if file_col is None or label_col is None:
+            raise ValueError(f"{name} line 1: expected a header with a file column (file or "
+                             f"path) and a label column (polarity, emotion or label), "
+                             f"got {header}")
+        i_file, i_label = columns.index(file_col), columns.index(label_col)
+        extra_cols = [(i, c) for i, c in enumerate(columns) if i not in (i_file, i_label)]
+        samples, extras, origin = [], [], {}
+        seen: dict[str, int] = {}
+        missing: list[str] = []
+        file_level = None
+        for line, row in table.rows:
+            where = f"{name} line {line}"
+            if len(row) != len(header):
+                raise ValueError(f"{where}: expected {len(header)} columns "
+                                 f"({','.join(header)}), got {len(row)}: {row}")
+            rel = row[i_file].strip()
+            if not rel:
+                raise ValueError(f"{where}: empty file name")
+            try:
+                row_level, label = _parse_label(row[i_label], label_col)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            if file_level is None:
+                file_level = row_level
+            elif row_level != file_level:
+                raise ValueError(f"{where}: {row[i_label].strip()!r} is a {row_level} but "
+                                 f"earlier rows hold {file_level} labels; one file holds "
+                                 "one level")
+            path = resolve_path(rel, base)
+            if path in seen:
+                raise ValueError(f"{where}: {rel!r} is listed again (first on line "
+                                 f"{seen[path]}); each file may appear once")
+            seen[path] = line
+            if not os.path.isfile(path):
+                missing.append(f"line {line}: {path}")
+                continue
+            origin[path] = f"{csv_path.name} line {line}"
+            samples.append((path, label))
+            extras.append({c: row[i].strip() for i, c in extra_cols})
         if missing:
             more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
             raise FileNotFoundError(f"{name} lists {len(missing)} file(s) that do not exist "

@@ -20,13 +20,13 @@ column, when present, must agree with the votes (empty where they tie).
 """
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from apse.data.labelcsv import first_column, read_header, read_label_csv, resolve_path
 from apse.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index, polarity_of
 
 __all__ = ["CONFLICT_RULES", "VOTE_COLUMNS", "VoteLabels", "has_vote_columns", "is_vote_file", "read_votes"]
@@ -64,8 +64,7 @@ def is_vote_file(path: str | os.PathLike) -> bool:
     csv_path = path / "labels.csv" if path.is_dir() else path
     if not csv_path.is_file() or csv_path.suffix.lower() != ".csv":
         return False
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        return has_vote_columns(next(csv.reader(fh), []))
+    return has_vote_columns(read_header(csv_path))
 
 
 def majority(votes: np.ndarray) -> int | None:
@@ -92,67 +91,60 @@ def read_votes(csv_path: Path, base: Path, *, conflicts: str = "drop") -> VoteLa
         raise ValueError(f"conflicts must be one of {CONFLICT_RULES}, got {conflicts!r}")
     name = str(csv_path)
     result = VoteLabels()
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"label file {name!r} is empty; expected a header with 'file' and "
-                             f"{', '.join(VOTE_COLUMNS)}")
-        columns = [h.strip().lower() for h in header]
-        path_col = next((c for c in PATH_COLUMNS if c in columns), None)
-        missing = ([] if path_col else ["file"]) + [c for c in VOTE_COLUMNS if c not in columns]
-        if missing:
-            raise ValueError(f"label file {name!r} line 1: missing column(s) {', '.join(missing)}; a "
-                             f"vote file needs 'file' (or 'path') and {', '.join(VOTE_COLUMNS)}")
-        ip = columns.index(path_col)
-        iv = [columns.index(c) for c in VOTE_COLUMNS]
-        ie = columns.index("emotion") if "emotion" in columns else None
-        seen: dict[str, tuple[tuple[int, ...], int]] = {}
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) < len(header):
-                raise ValueError(f"label file {name!r} line {line}: expected {len(header)} columns, "
-                                 f"got {len(row)}: {row}")
-            rel = row[ip].strip()
-            if not rel:
-                raise ValueError(f"label file {name!r} line {line}: empty path")
-            try:
-                counts = tuple(int(row[i]) for i in iv)
-            except ValueError:
-                raise ValueError(f"label file {name!r} line {line}: votes must be integers, got "
-                                 f"{[row[i] for i in iv]}") from None
-            if min(counts) < 0:
-                raise ValueError(f"label file {name!r} line {line}: negative vote count in {counts}")
-            votes = np.asarray(counts)
-            label = majority(votes)
-            if ie is not None:
-                stated = row[ie].strip()
-                given = emotion_index(stated) if stated else None
-                if given != label:
-                    raise ValueError(
-                        f"label file {name!r} line {line}: 'emotion' is {stated or 'empty'!r} but the "
-                        f"votes {counts} give {EMOTIONS[label] if label is not None else 'a tie'}")
-            path = os.path.normpath(rel if os.path.isabs(rel) else os.path.join(base, rel))
-            if path in seen:
-                if seen[path][0] != counts:
-                    raise ValueError(f"label file {name!r} line {line}: {rel!r} is listed again with "
-                                     f"other votes (first on line {seen[path][1]})")
-                result.duplicates += 1
-                continue
-            seen[path] = (counts, line)
-            if label is None:
-                result.dropped["tie"].append(path)
-                continue
-            side = vote_polarity(votes)
-            if conflicts == "drop" and side is not None and side != polarity_of(label):
-                result.dropped["polarity conflict"].append(path)
-                continue
-            if not os.path.isfile(path):
-                result.missing.append((line, path))
-                continue
-            result.origin[path] = f"{csv_path.name} line {line}"
-            result.votes[path] = counts
-            result.samples.append((path, label))
+    table = read_label_csv(csv_path, f"label file {name!r} is empty; expected a header with 'file' and "
+                                     f"{', '.join(VOTE_COLUMNS)}")
+    header, columns = table.header, table.columns
+    path_col = first_column(columns, PATH_COLUMNS)
+    missing = ([] if path_col else ["file"]) + [c for c in VOTE_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"label file {name!r} line 1: missing column(s) {', '.join(missing)}; a "
+                         f"vote file needs 'file' (or 'path') and {', '.join(VOTE_COLUMNS)}")
+    ip = columns.index(path_col)
+    iv = [columns.index(c) for c in VOTE_COLUMNS]
+    ie = columns.index("emotion") if "emotion" in columns else None
+    seen: dict[str, tuple[tuple[int, ...], int]] = {}
+    for line, row in table.rows:
+        if len(row) < len(header):
+            raise ValueError(f"label file {name!r} line {line}: expected {len(header)} columns, "
+                             f"got {len(row)}: {row}")
+        rel = row[ip].strip()
+        if not rel:
+            raise ValueError(f"label file {name!r} line {line}: empty path")
+        try:
+            counts = tuple(int(row[i]) for i in iv)
+        except ValueError:
+            raise ValueError(f"label file {name!r} line {line}: votes must be integers, got "
+                             f"{[row[i] for i in iv]}") from None
+        if min(counts) < 0:
+            raise ValueError(f"label file {name!r} line {line}: negative vote count in {counts}")
+        votes = np.asarray(counts)
+        label = majority(votes)
+        if ie is not None:
+            stated = row[ie].strip()
+            given = emotion_index(stated) if stated else None
+            if given != label:
+                raise ValueError(
+                    f"label file {name!r} line {line}: 'emotion' is {stated or 'empty'!r} but the "
+                    f"votes {counts} give {EMOTIONS[label] if label is not None else 'a tie'}")
+        path = resolve_path(rel, base)
+        if path in seen:
+            if seen[path][0] != counts:
+                raise ValueError(f"label file {name!r} line {line}: {rel!r} is listed again with "
+                                 f"other votes (first on line {seen[path][1]})")
+            result.duplicates += 1
+            continue
+        seen[path] = (counts, line)
+        if label is None:
+            result.dropped["tie"].append(path)
+            continue
+        side = vote_polarity(votes)
+        if conflicts == "drop" and side is not None and side != polarity_of(label):
+            result.dropped["polarity conflict"].append(path)
+            continue
+        if not os.path.isfile(path):
+            result.missing.append((line, path))
+            continue
+        result.origin[path] = f"{csv_path.name} line {line}"
+        result.votes[path] = counts
+        result.samples.append((path, label))
     return result
