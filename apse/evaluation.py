@@ -4,7 +4,8 @@
 * **Leave-one-out** (IAPSa, ArtPhoto, Abstract): every image queries all the others;
   :func:`leave_one_out`.
 * **k-fold**: :func:`run_folds` calls a function once per fold and :func:`summarise` reduces the
-  per-fold metric dicts to mean and standard deviation.
+  per-fold metric dicts to mean and standard deviation (:func:`mean_std`, also what the experiments'
+  tables report).
 
 Retrieval is by Euclidean distance between the l2-normalised embeddings (:mod:`apse.metrics`).
 Everything here works for image datasets (items ``(image tensor, label)``) and for cached-feature
@@ -24,7 +25,7 @@ from apse.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_embeddings
 from apse.progress import progress_bar
 
 __all__ = ["embed_dataset", "predict", "attention_report", "evaluate_split", "leave_one_out",
-           "run_folds", "summarise", "format_metrics", "GatheredBatches", "METRIC_NAMES", "LOWER_IS_BETTER"]
+           "run_folds", "mean_std", "summarise", "format_metrics", "GatheredBatches", "METRIC_NAMES", "LOWER_IS_BETTER"]
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -218,6 +219,15 @@ def _protocol(model: torch.nn.Module, queries: Dataset, gallery: Dataset | None,
                                f1_k=f1_k)
 
 
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof=1``, the spread expected between repetitions; 0 for
+    a single value), in plain floats: the one definition of every "mean ± std" of the package."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
 def summarise(results: Sequence[dict[str, float]]) -> dict[str, tuple[float, float]]:
     """Mean and standard deviation of each metric over folds: ``{metric: (mean, std)}``.
 
@@ -230,12 +240,7 @@ def summarise(results: Sequence[dict[str, float]]) -> dict[str, tuple[float, flo
         raise ValueError("summarise needs at least one metrics dict")
     names = [m for m in METRIC_NAMES if any(m in r for r in results)]
     names += sorted({k for r in results for k in r} - set(names))
-    out: dict[str, tuple[float, float]] = {}
-    for name in names:
-        values = torch.tensor([float(r[name]) for r in results if name in r], dtype=torch.float64)
-        std = float(values.std(unbiased=True)) if len(values) > 1 else 0.0
-        out[name] = (float(values.mean()), std)
-    return out
+    return {name: mean_std([float(r[name]) for r in results if name in r]) for name in names}
 
 
 def run_folds(fn: Callable[[int], dict[str, float]], folds: int | Iterable[int]) -> dict[str, Any]:

@@ -314,6 +314,18 @@ def test_protocols_match_direct_metric_computation():
         summarise([])
 
 
+def test_one_mean_and_std_for_fold_summaries_and_experiment_tables():
+    """evaluation.summarise and the experiments' tables (stats.mean_std) report the same numbers: the
+    sample standard deviation (ddof=1), missing metrics summarised over the dicts that have them."""
+    from apse.evaluation import mean_std, summarise
+    from apse.experiments import stats
+
+    assert stats.mean_std is mean_std
+    assert mean_std([0.2, 0.4, 0.9]) == pytest.approx((0.5, 0.360555127546399))
+    folds = [{"mAP8": 0.2, "NN": 1.0}, {"mAP8": 0.4}, {"mAP8": 0.9, "NN": 0.0}]
+    assert summarise(folds) == {"mAP8": mean_std([0.2, 0.4, 0.9]), "NN": mean_std([1.0, 0.0])}
+
+
 # ------------------------------------------------------------------------------------------ retrieval
 def _toy_index(n=12, d=4):
     from apse.retrieval import RetrievalIndex

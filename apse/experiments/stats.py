@@ -1,4 +1,5 @@
-"""The statistics of experiment tables: mean ± std, paired differences over folds, orderings against a paper.
+"""The statistics of experiment tables: mean ± std (:func:`apse.evaluation.mean_std`, the package's
+one), paired differences over folds, orderings against a paper.
 
 Pure functions over plain numbers and the summary rows of :func:`apse.experiments.summarise_experiment`
 (``{"variant", "mean": {metric: value}, "std": {...}, "paper": {...}}``); nothing here reads a file.
@@ -8,17 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+from apse.evaluation import mean_std
 from apse.metrics import LOWER_IS_BETTER
 
 __all__ = ["mean_std", "key_means", "kendall_tau", "fold_differences", "paired_difference", "ordering_report"]
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
 
 
 def key_means(dicts: Iterable[dict]) -> dict[str, float]:
