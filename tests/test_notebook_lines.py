@@ -20,7 +20,7 @@ HIDDEN_OUTPUT = {"remove-output", "remove-cell"}
 # until it is taken off the list.
 PENDING = {"04_npair", "05_ep_loss",
            "11_training",
-           "13a_papers_tables", "14_explorer", "15_beyond_fi"}
+           "13a_papers_tables", "15_beyond_fi"}
 RICH = ("text/html", "image/png", "image/svg+xml", "text/markdown", "text/latex")
 
 
