@@ -10,6 +10,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from apse import experiments as ex
 from apse import paper_results as pr
@@ -479,3 +480,30 @@ def test_the_recorded_code_hash_covers_every_apse_module_a_run_imports(tmp_path,
             m.setattr(module, "__file__", str(edited))
             assert hash_of_a_run() != first, f"an edit of {name} leaves the recorded code_hash unchanged"
     assert hash_of_a_run() == first
+
+
+def test_the_figures_heads_report_is_the_run_records_attention_report():
+    """figures._heads takes accuracy and top confidence from evaluation.attention_report (what a run
+    record's attention_heads hold), so the figures and the tables cannot disagree about the heads."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import Subset
+
+    from apse.data import FeatureDataset
+    from apse.evaluation import attention_report
+    from apse.experiments import figures
+    from apse.model import APSENet
+
+    torch.manual_seed(0)
+    model = APSENet("efficientnet_lite0", pretrained=False, attention="hierarchical", fusion="clb").eval()
+    with torch.no_grad():
+        maps = model.backbone(torch.randn(16, 3, 64, 64))
+    data = FeatureDataset({s: t.unsqueeze(0) for s, t in maps.items()}, torch.arange(8).repeat(2))
+    test_set = Subset(data, list(range(3, 16)))
+    heads = figures._heads(model, SimpleNamespace(test_set=test_set))
+    report = attention_report(model, test_set)
+    assert heads["polarity_argmax_accuracy"] == round(report["polarity_accuracy"], 4)
+    assert heads["emotion_max_confidence_mean"] == round(report["emotion_top_confidence"], 4)
+    assert 0.5 <= heads["polarity_max_confidence_mean"] <= 1 and 0.125 <= heads["emotion_max_confidence_mean"] <= 1
+    low, high = heads["polarity_confidence_range"]
+    assert 0 <= low <= high <= 1 and heads["emotion_logit_std"] > 0
