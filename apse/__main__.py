@@ -164,7 +164,7 @@ def _cmd_evaluate(args) -> int:
     from apse.data import EmotionImageFolder, build_transforms, open_data
     from apse.data.votes import is_vote_file
     from apse.evaluation import embed_dataset
-    from apse.metrics import evaluate_embeddings
+    from apse.metrics import evaluate_embeddings, higher_is_better
     from apse.checkpoints import load_model
 
     from apse.emotions import POLARITIES
@@ -211,7 +211,7 @@ def _cmd_evaluate(args) -> int:
         print("polarity level: relevance = same polarity for every metric (no mAP8)")
     width = max(len(k) for k in metrics)
     for k, v in metrics.items():
-        print(f"  {k:<{width}}  {v:.4f}" + ("  (lower is better)" if k == "ANMRR" else ""))
+        print(f"  {k:<{width}}  {v:.4f}" + ("" if higher_is_better(k) else "  (lower is better)"))
     if args.json:
         payload = {"metrics": metrics, "protocol": protocol, "checkpoint": str(Path(args.checkpoint).resolve()),
                    "queries": str(Path(args.queries).resolve()), "gallery": str(Path(args.gallery).resolve()),

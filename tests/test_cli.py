@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from apse.__main__ import main
-from apse.metrics import metric_names
+from apse.metrics import higher_is_better, metric_names
 from conftest import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,11 @@ def test_evaluate_leave_one_out_and_split(trained, capsys):
     loo = json.loads((tmp / "loo.json").read_text())
     assert set(loo["metrics"]) == METRICS and loo["protocol"] == "leave-one-out"
     assert loo["num_queries"] == loo["num_gallery"] == 64
-    assert "leave-one-out: 64 queries" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "leave-one-out: 64 queries" in out
+    # the metric registry says which metrics are lower-is-better (ANMRR and Opp@5), not the CLI
+    marked = {line.split()[0] for line in out.splitlines() if line.endswith("(lower is better)")}
+    assert marked == {m for m in loo["metrics"] if not higher_is_better(m)} >= {"ANMRR", "Opp@5"}
 
     queries = make_dataset(tmp / "queries", per_class=2, size=48, seed=3)
     assert main(["evaluate", "--checkpoint", ckpt, "--queries", str(queries), "--gallery", str(data),
