@@ -61,9 +61,6 @@ class Experiment:
     metrics: tuple[str, ...] = ()
 
 
-# Baselines of Table 1 use the papers' baseline network: GAP of the last stage, a linear map to 512
-
-
 #: name -> the function that builds the experiment, in the order of registration (the CLI lists them so).
 EXPERIMENTS: dict[str, Callable[[], "Experiment"]] = {}
 #: name -> its position in ``python -m apse.experiments all``.
@@ -92,6 +89,7 @@ def run_order() -> tuple[str, ...]:
     return tuple(sorted(EXPERIMENTS, key=lambda n: _RUN_ORDER[n]))
 
 
+# Baselines of Table 1 use the papers' baseline network: GAP of the last stage, a linear map to 512
 # (the papers' baselines retrieve with 2048-d ResNet GAP features), no attention heads.
 _SO = {"attention": "none", "fusion": "single"}
 _HA_CLB = {"attention": "hierarchical", "fusion": "clb"}
