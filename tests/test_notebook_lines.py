@@ -19,7 +19,6 @@ HIDDEN_OUTPUT = {"remove-output", "remove-cell"}
 # Chapters not yet brought within the width (issue #23). Strict: a chapter that fits fails here
 # until it is taken off the list.
 PENDING = {"05_ep_loss",
-           "11_training",
            "15_beyond_fi"}
 RICH = ("text/html", "image/png", "image/svg+xml", "text/markdown", "text/latex")
 
