@@ -63,7 +63,7 @@ from apse.progress import progress_bar
 from apse.metrics import higher_is_better
 from apse.provenance import dataset_fingerprint, environment, portable_config, portable_path, portable_source
 from apse.rng import derived_seed, rng_states, seed_everything, set_rng_states
-from apse.training_data import cached_features, prepare_data, with_transform
+from apse.training_data import RunData, cached_features, prepare_data, with_transform
 
 # load_model, build_model, the file names and the path helpers are re-exported: they are what a user
 # of a training run needs next to train() (their homes: apse.checkpoints, apse.provenance).
@@ -85,6 +85,16 @@ def build_optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optim
     return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
 
 
+def _run_field(name: str) -> property:
+    """A read-only Trainer attribute that is field ``name`` of its prepared data (:class:`RunData`),
+    there once :meth:`Trainer.setup` has built it."""
+    def get(self: "Trainer"):
+        if self.run is None:
+            raise AttributeError(f"Trainer.{name} is there after setup() (the prepared data's {name})")
+        return getattr(self.run, name)
+    return property(get, doc=f"``self.run.{name}`` (:class:`~apse.training_data.RunData`).")
+
+
 class Trainer:
     """One training run; see the module docstring. Most users call :func:`train`.
 
@@ -99,7 +109,17 @@ class Trainer:
             error is a terminal, or one line per phase (feature extraction) when it is not, e.g. a
             log file (:mod:`apse.progress`). False: silent.
         log: where per-epoch lines go (default ``tqdm.write``).
+
+    After :meth:`setup`, ``trainer.run`` is the run's prepared data (:class:`~apse.training_data.RunData`);
+    the fields below read it, as the book and the experiments do (``trainer.split``, ``trainer.test_set``).
     """
+
+    data_root, samples, split = _run_field("data_root"), _run_field("samples"), _run_field("split")
+    train_set, gallery_set = _run_field("train_set"), _run_field("gallery_set")
+    val_set, test_set = _run_field("val_set"), _run_field("test_set")
+    train_labels, sources = _run_field("train_labels"), _run_field("sources")
+    batch_sampler, loader_generator = _run_field("batch_sampler"), _run_field("loader_generator")
+    train_loader = _run_field("train_loader")
 
     def __init__(self, config: TrainConfig, data: Any, out_dir: str | os.PathLike | None, *, resume: bool = False,
                  overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None):
@@ -119,6 +139,8 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.start_epoch = 0
         self.elapsed_before = 0.0
+        self.run: RunData | None = None                   # the prepared data, built by setup()
+        self.probe_result: dict[str, Any] | None = None   # the probe stage's record (probe_epochs)
         self._setup_done = False
         self._t_init = time.time()  # wall time counts setup too (feature extraction included)
 
@@ -201,10 +223,8 @@ class Trainer:
                               "use attention=hierarchical" + (" or a fixed beta (beta=0.5)" if "beta" in entry.config_keys else ""))
 
     def _build_data(self) -> None:
-        prepared = prepare_data(self.config, self.data, self.model, device=self.device, dist_info=self.dist,
+        self.run = prepare_data(self.config, self.data, self.model, device=self.device, dist_info=self.dist,
                                 log=self.log, progress=self.progress)
-        # the trainer's own attributes (callers and tests read trainer.split, trainer.train_loader, ...)
-        self.__dict__.update(vars(prepared))
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_payload(self, epoch: int, elapsed: float) -> dict[str, Any]:
@@ -214,7 +234,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_states(), "history": self.history,
             "best": self.best, "split": self.split, "elapsed_s": elapsed,
-            "probe": getattr(self, "probe_result", None),
+            "probe": self.probe_result,
         }
 
     def _restore(self) -> None:
@@ -324,10 +344,11 @@ class Trainer:
         probe's losses per epoch, its validation metrics and its cost."""
         cfg = self.config
         t0 = time.time()
-        features, path, self.feature_seconds = cached_features(
-            cfg, self.model, with_transform(self._base, self._eval_tf), device=self.device, dist_info=self.dist,
+        run = self.run
+        features, path, run.feature_seconds = cached_features(
+            cfg, self.model, with_transform(run.base, run.eval_transform), device=self.device, dist_info=self.dist,
             log=self.log, progress=self.progress)
-        self.feature_cache_path = str(path)
+        run.feature_cache_path = str(path)  # the run's cached features are now the probe's
         train = FeatureDataset(features.features, features.labels, features.meta, train=True)
         loader = GatheredBatches(train, self.split["train"], self.batch_sampler)
         backbone = {id(p) for p in self.model.backbone_parameters()}
@@ -446,15 +467,15 @@ class Trainer:
         val_history = [(h["epoch"], h["val"][cfg.select_on]) for h in self.history if h.get("val")]
         # Paths are kept portable (portable_path): the data set is named and fingerprinted, and the
         # feature cache is its file name in the cache folder, so the record reads alike anywhere.
-        cache_file = getattr(self, "feature_cache_path", None)
+        cache_file = self.run.feature_cache_path
         results = {
             "config": portable_config(cfg.to_dict(), self.data_root),
-            "data": {"name": getattr(self._base, "name", None) or Path(self.data_root).name,
+            "data": {"name": getattr(self.run.base, "name", None) or Path(self.data_root).name,
                      "fingerprint": dataset_fingerprint(self.samples), "images": len(self.samples),
                      "split": {k: len(v) for k, v in self.split.items()},
                      "fold": cfg.fold, "folds": cfg.folds},
             "history": self.history,
-            "probe": getattr(self, "probe_result", None),  # the probe stage (probe_epochs), if any
+            "probe": self.probe_result,  # the probe stage (probe_epochs), if any
             "selection": {"metric": cfg.select_on, "on": "val" if val_history else "last epoch (no val split)",
                           "lower_is_better": not higher_is_better(cfg.select_on)},
             "chosen_epoch": self.best["epoch"],
@@ -469,7 +490,7 @@ class Trainer:
             "wall_time_s": wall_seconds + test_seconds,  # setup + feature extraction + training + test
             "train_time_s": train_seconds,
             "test_time_s": test_seconds,
-            "feature_extraction_s": getattr(self, "feature_seconds", None),
+            "feature_extraction_s": self.run.feature_seconds,
             "feature_cache": Path(cache_file).name if cache_file else None,
             "device": device_description(self.device, self.dist.world_size),
             "world_size": self.dist.world_size,

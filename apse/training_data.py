@@ -154,7 +154,8 @@ def cached_features(config: TrainConfig, model: nn.Module, dataset: Dataset, *, 
 
 @dataclass
 class RunData:
-    """What :func:`prepare_data` builds (the trainer exposes each field as its own attribute)."""
+    """What :func:`prepare_data` builds: the trainer holds it as ``trainer.run`` (and reads the fields
+    that callers and the book use, e.g. ``trainer.split``, through it)."""
 
     data_root: str
     samples: list
@@ -167,11 +168,11 @@ class RunData:
     batch_sampler: BalancedBatchSampler
     loader_generator: torch.Generator
     train_loader: Any
-    feature_cache_path: str | None
-    feature_seconds: float | None  # None: nothing extracted in this mode
-    sources: list[str] | None      # a pooled data set's source of each sample (None: one source)
-    _base: Dataset      # the dataset as opened, and its eval transform: the probe stage caches features
-    _eval_tf: Any       # of these
+    feature_cache_path: str | None  # the cached stage maps (the probe stage sets it in image mode)
+    feature_seconds: float | None   # their extraction time; None: nothing extracted
+    sources: list[str] | None       # a pooled data set's source of each sample (None: one source)
+    base: Dataset                   # the dataset as opened, and its eval transform: the probe stage
+    eval_transform: Any             # caches features of these
 
 
 def _decoded_images(config: TrainConfig, base: Dataset, mean, std, *, log: Callable[[str], None],

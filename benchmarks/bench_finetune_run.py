@@ -85,7 +85,7 @@ def train_step_rate(cfg, dataset, warmup: int, steps: int) -> tuple[float, int]:
     try:
         trainer.setup()
         # the probe's feature cache, made now so that neither timed run pays for it
-        cached_features(cfg, trainer.model, with_transform(trainer._base, trainer._eval_tf), device=trainer.device,
+        cached_features(cfg, trainer.model, with_transform(trainer.run.base, trainer.run.eval_transform), device=trainer.device,
                         dist_info=trainer.dist, log=print, progress=False)
         trainer.step_module.train()
         times = []

@@ -518,3 +518,29 @@ def test_probe_trains_the_new_layers_on_cached_features_then_fine_tuning_moves_t
         tiny_config(tmp_path, cache_features=True, probe_epochs=1)
     with pytest.raises(ConfigError, match="probe_lr"):
         tiny_config(tmp_path, probe_epochs=1, probe_lr=0.0)
+
+
+def test_the_trainer_holds_its_prepared_data_as_one_typed_run(tiny, tmp_path):
+    """Issue #24: the trainer copied every field of its prepared data (private ones too) onto itself and
+    read optional state with getattr(..., None). Now ``trainer.run`` is the RunData; the fields the book
+    reads go through it, exist only after setup(), and the probe's feature cache is the run's."""
+    from dataclasses import fields
+
+    from apse.training import Trainer
+    from apse.training_data import RunData
+
+    trainer = Trainer(tiny_config(tmp_path, epochs=1, probe_epochs=1, freeze_bn=True), str(tiny), None,
+                      progress=False)
+    try:
+        assert trainer.run is None and trainer.probe_result is None
+        with pytest.raises(AttributeError, match="after setup"):
+            trainer.split
+        trainer.setup()
+        assert isinstance(trainer.run, RunData)
+        assert not {f.name for f in fields(RunData)} & set(vars(trainer))   # nothing copied onto it
+        assert trainer.split is trainer.run.split and trainer.test_set is trainer.run.test_set
+        assert trainer.run.feature_cache_path is None                         # image mode: none yet
+        trainer.probe()
+        assert trainer.run.feature_cache_path.endswith(".pt") and trainer.run.feature_seconds is not None
+    finally:
+        trainer.close()

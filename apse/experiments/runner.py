@@ -70,7 +70,7 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
             results = {"test_metrics": test, "val_metrics": val,
                        "test_metrics_by_source": trainer.test_by_source(), "chosen_epoch": 0, "history": [],
                        "data": {"split": {k: len(v) for k, v in trainer.split.items()}},
-                       "train_time_s": 0.0, "feature_extraction_s": getattr(trainer, "feature_seconds", None),
+                       "train_time_s": 0.0, "feature_extraction_s": trainer.run.feature_seconds,
                        "weights_source": portable_source(
                            str(getattr(trainer.model.backbone, "weights_source", "")))}
         else:
