@@ -455,6 +455,14 @@ class Trainer:
         # train_time_s: this session's epochs; wall_time_s: every session, setup and extraction included
         return self._finish(time.time() - t_start, self.elapsed_before + time.time() - self._t_init)
 
+    def evaluate_untrained(self) -> dict[str, Any]:
+        """The record of the model as built and never trained (epoch 0), the same record :meth:`fit`
+        returns and writes: its val and test scores are the initialisation's (the experiments' random-
+        projection floor)."""
+        self.setup()
+        self.best = {"epoch": 0, "metrics": self.validate(), "model": cpu_state(self.model)}
+        return self._finish(0.0, self.elapsed_before + time.time() - self._t_init)
+
     def _finish(self, train_seconds: float, wall_seconds: float) -> dict[str, Any]:
         cfg = self.config
         if self.best is None:
@@ -476,7 +484,9 @@ class Trainer:
                      "fold": cfg.fold, "folds": cfg.folds},
             "history": self.history,
             "probe": self.probe_result,  # the probe stage (probe_epochs), if any
-            "selection": {"metric": cfg.select_on, "on": "val" if val_history else "last epoch (no val split)",
+            "selection": {"metric": cfg.select_on,
+                          "on": ("val" if val_history else "untrained" if self.best["epoch"] == 0
+                                 else "last epoch (no val split)"),
                           "lower_is_better": not higher_is_better(cfg.select_on)},
             "chosen_epoch": self.best["epoch"],
             "val_metrics": self.best["metrics"],

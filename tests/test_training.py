@@ -544,3 +544,21 @@ def test_the_trainer_holds_its_prepared_data_as_one_typed_run(tiny, tmp_path):
         assert trainer.run.feature_cache_path.endswith(".pt") and trainer.run.feature_seconds is not None
     finally:
         trainer.close()
+
+
+def test_an_untrained_run_returns_the_record_a_trained_run_does(tiny, tmp_path):
+    """Issue #24: the experiments' runner rebuilt the results record by hand for untrained runs (the
+    floor). Trainer.evaluate_untrained gives fit()'s record, scored on the initialised model."""
+    from apse.training import Trainer
+
+    cfg = tiny_config(tmp_path, epochs=1, cache_features=True)
+    fresh = Trainer(cfg, str(tiny), None, progress=False).setup()
+    expected_test, expected_val = fresh.test(), fresh.validate()
+    untrained = Trainer(cfg, str(tiny), tmp_path / "untrained", progress=False).evaluate_untrained()
+    trained = Trainer(cfg, str(tiny), None, progress=False).fit()
+    assert untrained.keys() == trained.keys()
+    assert untrained["test_metrics"] == expected_test and untrained["val_metrics"] == expected_val
+    assert untrained["chosen_epoch"] == 0 and untrained["history"] == [] and untrained["train_time_s"] == 0.0
+    assert untrained["selection"]["on"] == "untrained" and trained["selection"]["on"] == "val"
+    assert untrained["data"]["split"] == trained["data"]["split"]
+    assert (tmp_path / "untrained" / "results.json").is_file()

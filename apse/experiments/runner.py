@@ -27,7 +27,7 @@ from apse.experiments.specs import RunSpec, data_key, experiment_specs, select_v
 from apse.experiments.summary import summarise_experiment, table_info, write_summary
 from apse.experiments.tables import K_FOLDS, get_experiment
 from apse.io import read_json, write_json
-from apse.provenance import code_hash, portable_config, portable_source
+from apse.provenance import code_hash, portable_config
 from apse.runs import RUNNER_VERSION
 from apse.training import Trainer
 
@@ -63,18 +63,7 @@ def execute_run(spec: RunSpec, ctx: _Context) -> dict[str, Any]:
     cfg = spec.config
     trainer = Trainer(cfg, ctx.dataset, None, progress=False)
     try:
-        if spec.variant.untrained:
-            trainer.setup()
-            test = trainer.test()
-            val = trainer.validate()
-            results = {"test_metrics": test, "val_metrics": val,
-                       "test_metrics_by_source": trainer.test_by_source(), "chosen_epoch": 0, "history": [],
-                       "data": {"split": {k: len(v) for k, v in trainer.split.items()}},
-                       "train_time_s": 0.0, "feature_extraction_s": trainer.run.feature_seconds,
-                       "weights_source": portable_source(
-                           str(getattr(trainer.model.backbone, "weights_source", "")))}
-        else:
-            results = trainer.fit()
+        results = trainer.evaluate_untrained() if spec.variant.untrained else trainer.fit()
         attention = None
         if trainer.model.attention != "none":
             attention = {part: _round(attention_report(trainer.model, ds))
