@@ -47,8 +47,8 @@ def regime_overrides(regime: str) -> dict[str, Any]:
 
 def run_overrides(regime: str = "frozen", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """What every run of an experiment in ``regime`` changes after the experiment's and the variant's
-    own overrides: the CPU, the regime's overrides, then ``overrides`` (the command line's). The one
-    recipe of the runner, the figures, the reports and the command line (``expand(..., overrides=...)``)."""
+    own overrides: the CPU, the regime's overrides, then ``overrides`` (the command line's). The part of
+    :func:`apse.experiments.specs.experiment_specs`, the one variant-to-config recipe, that a regime owns."""
     return {"device": "cpu", **regime_overrides(regime), **(overrides or {})}
 
 
