@@ -227,5 +227,7 @@ def user_view(name: str = "user-view", regimes: Sequence[str] = ("frozen", "fine
     if not out:
         return pd.DataFrame(columns=["model", "regime", metric, "folds: lowest to highest", "runs"])
     frame = pd.DataFrame(out)
-    return frame.pivot(index="model", columns="regime").reindex(
+    order = [g for g in regimes if g in set(frame["regime"])]
+    wide = frame.pivot(index="model", columns="regime").reindex(
         [labels.get(r, r) for r in rows if labels.get(r, r) in set(frame["model"])])
+    return wide.reindex(columns=order, level="regime")
