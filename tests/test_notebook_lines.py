@@ -19,7 +19,9 @@ HIDDEN_OUTPUT = {"remove-output", "remove-cell"}
 # Chapters not yet brought within the width (issue #23). Strict: a chapter that fits fails here
 # until it is taken off the list.
 PENDING: set[str] = set()
-RICH = ("text/html", "image/png", "image/svg+xml", "text/markdown", "text/latex")
+# A live widget renders itself on the page (its text/plain stand-in is never shown).
+RICH = ("text/html", "image/png", "image/svg+xml", "text/markdown", "text/latex",
+        "application/vnd.jupyter.widget-view+json")
 
 
 def _text(value):
