@@ -67,3 +67,22 @@ def test_plot_and_glue_values(frame):
     numbers = verdict_numbers(frame)
     assert numbers["mAP8_frozen_won"].endswith("of 5")
     assert numbers["mAP8_frozen_paper"] == "+0.222"
+
+
+def test_metric_difference_counts_a_lower_value_as_a_win_for_lower_is_better_metrics():
+    from apse.experiments.stats import metric_difference
+
+    a = {(0, 0): 0.2, (1, 0): 0.5, (2, 0): 0.1}
+    b = {(0, 0): 0.3, (1, 0): 0.4, (2, 0): 0.3}
+    higher = metric_difference(a, b, "mAP8")
+    lower = metric_difference(a, b, "ANMRR")
+    assert higher["mean"] == pytest.approx(lower["mean"]) == pytest.approx(-0.2 / 3)
+    assert (higher["wins"], lower["wins"]) == (1, 2)
+    assert higher["se"] == pytest.approx(lower["se"])
+
+
+def test_unsigned_zero_only_drops_the_sign_of_a_rounded_zero():
+    from apse.experiments.stats import unsigned_zero
+
+    assert unsigned_zero("-0.000 ± 0.003, +0.00 and -0.0001") == "0.000 ± 0.003, 0.00 and -0.0001"
+    assert unsigned_zero("-0.049 to +0.013 (10-0.000)") == "-0.049 to +0.013 (10-0.000)"

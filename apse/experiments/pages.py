@@ -15,7 +15,7 @@ import pandas as pd
 
 from apse.experiments.regimes import DEFAULT_RESULTS
 from apse.experiments.reports import last_command, load_summary, paper_comparison, summary_frame
-from apse.experiments.stats import ordering_report, paired_difference
+from apse.experiments.stats import metric_difference, ordering_report, paired_difference, unsigned_zero
 from apse.experiments.summary import OURS_LABEL
 from apse.paper_results import PAPER_LABEL, PAPER_METRICS
 
@@ -38,10 +38,6 @@ EXPERIMENT_TITLES = {
     "diagnosis": "where the emotion level goes (ours)",
 }
 
-#: Text wider than this is wrapped: the book's page shows 79 characters of code and output.
-WIDTH = 79
-
-
 def available(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> list[str]:
     """The folders of :data:`EXPERIMENT_TITLES` that hold a summary."""
     root = os.fspath(results_dir)
@@ -62,21 +58,17 @@ def _fill(lines: Sequence[str]) -> str:
     return "\n".join(textwrap.fill(line, 100, subsequent_indent="  ") for line in lines)
 
 
-def show_report(name: str, metrics: Sequence[str] = PAPER_METRICS, *, results_dir: str | os.PathLike = DEFAULT_RESULTS,
-                regime: str | None = None) -> pd.DataFrame | None:
+def show_report(name: str, metrics: Sequence[str] = PAPER_METRICS, *,
+                results_dir: str | os.PathLike = DEFAULT_RESULTS) -> pd.DataFrame | None:
     """Display the summary of ``results/NAME`` (settings, ours beside the papers', the runner's
     notes, the Kendall tau of our ordering against the papers') and return its frame; None, with the
     command that makes it, when the summary is missing."""
     from IPython.display import Markdown, display
 
-    folder = name if regime in (None, "frozen") else f"{name}-{regime}"
-    if folder not in available(results_dir) and not os.path.isfile(
-            os.path.join(os.fspath(results_dir), folder, "summary.csv")):
-        flag = "" if regime in (None, "frozen") else f" --regime {regime}"
-        print(f"results/{folder}/summary.csv is missing:\n"
-              f"  python -m apse.experiments {name}{flag}")
+    if not os.path.isfile(os.path.join(os.fspath(results_dir), name, "summary.csv")):
+        print(f"results/{name}/summary.csv is missing:\n  python -m apse.experiments {name}")
         return None
-    summary = load_summary(folder, results_dir=results_dir)
+    summary = load_summary(name, results_dir=results_dir)
     display(Markdown(_fill(summary.settings)))
     with pd.option_context("display.max_colwidth", 60):
         display(paper_comparison(summary.frame, metrics))
@@ -157,7 +149,6 @@ def pair_facts(name: str, pairs: dict[str, tuple[tuple[str, str], tuple[str, str
     :func:`apse.experiments.reports.paired_table` computes them, so prose and table agree.
     """
     from apse.experiments.reports import by_fold
-    from apse.metrics import higher_is_better
 
     cache: dict[tuple[str, str], dict] = {}
     facts = {}
@@ -166,13 +157,10 @@ def pair_facts(name: str, pairs: dict[str, tuple[tuple[str, str], tuple[str, str
             for regime in (ra, rb):
                 if (regime, m) not in cache:
                     cache[regime, m] = by_fold(name, regime, m, results_dir=results_dir)
-            a, b = cache[ra, m].get(va, {}), cache[rb, m].get(vb, {})
-            d = paired_difference(a, b) if higher_is_better(m) else paired_difference(b, a)
+            d = metric_difference(cache[ra, m].get(va, {}), cache[rb, m].get(vb, {}), m)
             if d is None:
                 raise ValueError(f"{name}: no common folds for {va} ({ra}) and {vb} ({rb})")
-            mean = d["mean"] if higher_is_better(m) else -d["mean"]
-            text = f"{mean:+.{digits}f} ± {d['se']:.{digits}f}"
-            facts[f"{key}_{m}"] = text.replace("-0.000 ", "0.000 ").replace("+0.000 ", "0.000 ")
+            facts[f"{key}_{m}"] = unsigned_zero(f"{d['mean']:+.{digits}f} ± {d['se']:.{digits}f}")
             facts[f"{key}_{m}_won"] = f"{d['wins']} of {d['n_folds']}"
     return facts
 

@@ -34,12 +34,12 @@ import pandas as pd
 from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, regime_dir, split_regime_dir
 from apse.experiments.runner import load_records
 from apse.experiments.specs import experiment_specs
-from apse.experiments.stats import ordering_report, paired_difference
+from apse.experiments.stats import metric_difference, ordering_report
 from apse.experiments.summary import (OURS_LABEL, floor_line, note_lines, settings_lines, summarise_experiment,
                                       summary_table, table_info)
 from apse.experiments.tables import K_FOLDS, Experiment, get_experiment
 from apse.io import read_json
-from apse.metrics import LOWER_IS_BETTER, metric_names
+from apse.metrics import metric_names
 from apse.paper_results import PAPER_LABEL, PAPER_METRICS
 
 __all__ = ["Summary", "load_summary", "summary_frame", "paper_comparison", "agreement", "agreement_table",
@@ -277,11 +277,7 @@ def paired_table(name: str, pairs: Sequence[tuple[tuple[str, str], tuple[str, st
         for m in metrics:
             a = values(name, va, ra, m)
             b = values(other or name, vb, rb, m)
-            if m in LOWER_IS_BETTER:  # a win is a lower value: compare b - a, report a - b
-                d = paired_difference(b, a)
-                d = d and {**d, "mean": -d["mean"]}
-            else:
-                d = paired_difference(a, b)
+            d = metric_difference(a, b, m)
             row[f"{m}: a - b"] = "—" if d is None else f"{d['mean']:+.{digits}f}{PM}{d['se']:.{digits}f}"
             row[f"{m}: a wins"] = "—" if d is None else f"{d['wins']} / {d['n_folds']}"
         rows.append(row)

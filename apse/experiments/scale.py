@@ -33,7 +33,7 @@ import pandas as pd
 from apse.data.pooled import dataset_label
 from apse.experiments.regimes import DEFAULT_RESULTS
 from apse.experiments.runner import load_records
-from apse.experiments.stats import mean_std, paired_difference
+from apse.experiments.stats import mean_std, paired_difference, unsigned_zero
 from apse.experiments.tables import CURVE_DATA, get_experiment
 
 __all__ = ["ROW_LABELS", "split_counts", "curve_frame", "curve_summary", "gap_summary", "gap_trend", "pooling_table",
@@ -343,7 +343,7 @@ def headline(frame: pd.DataFrame, tuned: pd.DataFrame | None = None,
         facts["tuned_gap"], facts["tuned_won"] = last["mAP8: a - b"].split(" ")[0], last["mAP8: a wins"]
         facts["tuned_gap2"], facts["tuned_won2"] = last["mAP2: a - b"].split(" ")[0], last["mAP2: a wins"]
     # a value that rounds to zero has no sign
-    return {k: v.replace("-0.000", "0.000").replace("+0.000", "0.000") for k, v in facts.items()}
+    return {k: unsigned_zero(v) for k, v in facts.items()}
 
 
 #: The README's block for this chapter's evidence (written by ``python -m apse.experiments.findings``).
@@ -387,5 +387,4 @@ def readme_markdown(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> str:
                            for src, p in ft.groupby("queries"))
         parts.append(f"Fine-tuned end to end at both ends of the single-source curves (seed 0), the mAP8 "
                      f"gap is {points}.")
-    text = " ".join(parts).replace("-0.000", "0.000").replace("+0.000", "0.000")
-    return textwrap.fill(text, width=105) + "\n"
+    return textwrap.fill(unsigned_zero(" ".join(parts)), width=105) + "\n"

@@ -7,12 +7,14 @@ Pure functions over plain numbers and the summary rows of :func:`apse.experiment
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable, Sequence
 
 from apse.evaluation import mean_std
 from apse.metrics import LOWER_IS_BETTER
 
-__all__ = ["mean_std", "key_means", "kendall_tau", "fold_differences", "paired_difference", "ordering_report"]
+__all__ = ["mean_std", "key_means", "kendall_tau", "fold_differences", "paired_difference", "metric_difference",
+           "ordering_report", "unsigned_zero"]
 
 
 def key_means(dicts: Iterable[dict]) -> dict[str, float]:
@@ -72,6 +74,22 @@ def paired_difference(a: dict, b: dict) -> dict[str, Any] | None:
     mean, std = mean_std(diffs)
     return {"mean": mean, "se": std / math.sqrt(len(diffs)), "n_folds": len(diffs),
             "wins": sum(d > 0 for d in diffs)}
+
+
+def metric_difference(a: dict, b: dict, metric: str) -> dict[str, Any] | None:
+    """:func:`paired_difference` of ``a - b`` on ``metric``, with a win meaning the better value: for a
+    lower-is-better metric (ANMRR, Opp@5) ``wins`` counts the folds where ``a`` is lower, and
+    ``mean`` is still ``a - b``."""
+    if metric not in LOWER_IS_BETTER:
+        return paired_difference(a, b)
+    d = paired_difference(b, a)
+    return d and {**d, "mean": -d["mean"]}
+
+
+def unsigned_zero(text: str) -> str:
+    """``text`` with every signed number that rounded to zero ("-0.000", "+0.00") written without its
+    sign: a difference too small to show has no direction."""
+    return re.sub(r"(?<![\d.])[+-](0\.0+)(?![\d.])", r"\1", text)
 
 
 def ordering_report(rows: Sequence[dict], metric: str = "mAP8") -> dict[str, Any]:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from apse.experiments.regimes import DEFAULT_RESULTS
 from apse.experiments.runner import load_records
-from apse.experiments.stats import fold_differences, mean_std
+from apse.experiments.stats import fold_differences, mean_std, unsigned_zero
 from apse.experiments.tables import get_experiment
 from apse.metrics import higher_is_better
 from apse.paper_results import row_values
@@ -197,7 +197,7 @@ def verdict_numbers(frame: pd.DataFrame, row: str = "apse-gep", digits: int = 3)
         out[f"{key}_ci"] = f"{r['low_corrected']:+.{digits}f} to {r['high_corrected']:+.{digits}f}"
         out[f"{key}_won"] = f"{int(r['wins'])} of {int(r['folds'])}"
         out[f"{key}_paper"] = "—" if math.isnan(r["paper"]) else f"{r['paper']:+.{digits}f}"
-    return {k: v.replace("-0.000", "0.000").replace("+0.000", "0.000") for k, v in out.items()}
+    return {k: unsigned_zero(v) for k, v in out.items()}
 
 
 def user_view(name: str = "user-view", regimes: Sequence[str] = ("frozen", "finetune"),
