@@ -387,7 +387,9 @@ class RetrievalExplorer:
     def _ipython_display_(self):
         from IPython.display import display
 
-        display(self.widget())
+        # the widget's own bundle, with this explorer's one-line repr as its text stand-in (what a
+        # page or console without widgets shows) instead of the widget tree cut at 110 characters
+        display({**self.widget()._repr_mimebundle_(), "text/plain": repr(self)}, raw=True)
 
     def __repr__(self) -> str:
         return f"RetrievalExplorer({', '.join(self.names)}; gallery of {len(self)} images)"

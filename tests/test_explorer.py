@@ -148,6 +148,14 @@ def test_widget_builds_headless(tmp_path):
     emotion, picker = w.children[0].children
     emotion.value = "fear"                      # filters the query picker
     assert [v for _, v in picker.options] == [4]
+    # displayed, it is the live widget, with the explorer's short repr as its text stand-in
+    from unittest import mock
+
+    with mock.patch("IPython.display.display") as shown:
+        app._ipython_display_()
+    (bundle,), kwargs = shown.call_args
+    assert kwargs == {"raw": True} and bundle["text/plain"] == repr(app)
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == w.model_id
     plt.close("all")
 
 
