@@ -48,7 +48,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from apse.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, MODEL_FORMAT, MODEL_NAME, RESULTS_NAME, build_model,
@@ -56,7 +56,7 @@ from apse.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, MODEL_FORMAT, 
 from apse.config import ConfigError, TrainConfig, load_config
 from apse.data import FeatureDataset
 from apse.distributed import device_description, init_distributed, resolve_device
-from apse.evaluation import GatheredBatches, evaluate_split, leave_one_out
+from apse.evaluation import GatheredBatches, embed_dataset, evaluate_split, leave_one_out
 from apse.io import atomic_save, json_safe, write_json
 from apse.losses import APSEObjective, TrainStep, build_configured_loss, loss_entry
 from apse.progress import progress_bar
@@ -141,6 +141,10 @@ class Trainer:
         self.elapsed_before = 0.0
         self.run: RunData | None = None                   # the prepared data, built by setup()
         self.probe_result: dict[str, Any] | None = None   # the probe stage's record (probe_epochs)
+        # (embeddings, labels) of the gallery at the last validation, and at the chosen epoch's: the
+        # test reuses the latter (same weights, same images: the same numbers, one pass fewer)
+        self._val_gallery: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._best_gallery: tuple[torch.Tensor, torch.Tensor] | None = None
         self._setup_done = False
         self._t_init = time.time()  # wall time counts setup too (feature extraction included)
 
@@ -367,7 +371,12 @@ class Trainer:
         finally:
             for n, p in self.model.backbone.named_parameters():
                 p.requires_grad_(trainable[n])
-        val = self.validate()
+        # The backbone did not change: its maps of the gallery and validation images are the cached
+        # ones (view 0, the centre crop, as evaluation sees them), so only the new layers run.
+        frozen = FeatureDataset(features.features, features.labels, features.meta)
+        val = self.validate(Subset(frozen, self.split["train"]), Subset(frozen, self.split["val"]),
+                            num_workers=0)
+        self._val_gallery = None  # not a candidate epoch: the end-to-end epochs validate afresh
         seconds = time.time() - t0
         vtxt = f"  val {cfg.select_on} {val[cfg.select_on]:.4f}" if val is not None else ""
         self.log(f"probe: {cfg.probe_epochs} epochs of the new layers on cached features at lr {lr:g}, "
@@ -379,11 +388,17 @@ class Trainer:
         return dict(batch_size=self.config.batch_size_eval, device=self.device, progress=False,
                     amp=self.amp, channels_last=self.channels_last, num_workers=self.config.num_workers)
 
-    def validate(self) -> dict[str, float] | None:
-        """Validation images query the training gallery; None when there is no validation split."""
-        if len(self.val_set) == 0:
+    def validate(self, gallery_set: Dataset | None = None, val_set: Dataset | None = None,
+                 **embed_kw: Any) -> dict[str, float] | None:
+        """Validation images query the training gallery (by default the run's own sets); None when
+        there is no validation split. The gallery's embeddings are kept for :meth:`test`."""
+        gallery_set = self.gallery_set if gallery_set is None else gallery_set
+        val_set = self.val_set if val_set is None else val_set
+        if len(val_set) == 0:
             return None
-        return evaluate_split(self.model, self.gallery_set, self.val_set, **self._embed_kw())
+        kw = {**self._embed_kw(), **embed_kw}
+        self._val_gallery = embed_dataset(self.model, gallery_set, desc="embed gallery", **kw)
+        return evaluate_split(self.model, gallery_set, val_set, gallery=self._val_gallery, **kw)
 
     def test(self) -> dict[str, float] | None:
         """The test protocol on the test split (called once, after training)."""
@@ -391,7 +406,8 @@ class Trainer:
             return None
         if self.config.resolved_protocol() == "loo":
             return leave_one_out(self.model, self.test_set, **self._embed_kw())
-        return evaluate_split(self.model, self.gallery_set, self.test_set, **self._embed_kw())
+        return evaluate_split(self.model, self.gallery_set, self.test_set, gallery=self._best_gallery,
+                              **self._embed_kw())
 
     def test_by_source(self) -> dict[str, dict[str, float]] | None:
         """A pooled data set's test images scored per source: each source's held-out images query
@@ -443,6 +459,7 @@ class Trainer:
             improved = ""
             if val is not None and self._is_better(val):
                 self.best = {"epoch": epoch, "metrics": val, "model": cpu_state(self.model)}
+                self._best_gallery = self._val_gallery
                 improved = " *"
             elif not len(self.val_set):  # no validation split: the last epoch is the chosen one
                 self.best = {"epoch": epoch, "metrics": None, "model": cpu_state(self.model)}
