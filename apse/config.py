@@ -60,8 +60,7 @@ from typing import Any, Callable, Optional, Union
 from apse.attention import MASK_SCALES, NORMS
 from apse.backbones import STAGES, backbone_names, canonical_backbone
 from apse.fusion import FUSIONS
-from apse.losses import ALIASES, LOSSES, loss_entry
-from apse.losses.registry import canonical_loss
+from apse.losses import LOSSES, automatic_attention_loss, canonical_loss, loss_entry
 from apse.metrics import metric_names
 from apse.model import ATTENTIONS, LOW_ATTENTIONS
 from apse.pooling import REDUCTIONS
@@ -302,7 +301,7 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
     def resolved_attention_loss(self, model_has_heads: bool) -> bool:
         """Whether the attention loss is used, for a model with or without attention heads."""
         if self.attention_loss is None:
-            return model_has_heads and loss_entry(self.loss).apse_family
+            return automatic_attention_loss(loss_entry(self.loss).cls, model_has_heads)
         if self.attention_loss and not model_has_heads:
             raise ConfigError("attention_loss=true needs a model with attention heads "
                               "(attention=hierarchical or emotion), but attention=none")
@@ -437,7 +436,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...])
 # ---------------------------------------------------------------------- helpers
 def loss_names() -> tuple[str, ...]:
     """Values of ``loss``: the method's name ``"apse"`` (GEP + attention loss) and every registered loss."""
-    return (*ALIASES, *LOSSES)
+    return (*LOSSES.aliases(), *LOSSES)
 
 
 @functools.lru_cache(maxsize=None)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from apse.pooling import CrossLevelBilinear, global_average_pool, l2_normalise
+from apse.registry import Registry
 
 __all__ = ["FusionEntry", "FUSIONS", "register_fusion", "build_fusion", "ConcatFusion", "SingleFusion"]
 
@@ -44,27 +45,19 @@ class FusionEntry:
     options: tuple[str, ...] = ()
 
 
-#: name -> :class:`FusionEntry`.
-FUSIONS: dict[str, FusionEntry] = {}
+#: name -> :class:`FusionEntry` (names read as every apse registry reads them, :mod:`apse.registry`).
+FUSIONS: Registry[FusionEntry] = Registry("fusion")
 
 
 def register_fusion(name: str, factory: Callable[..., nn.Module] | None = None, *, uses_low: bool = True,
                     options: tuple[str, ...] = ()):
     """Add a fusion to :data:`FUSIONS`; usable as a decorator or called directly."""
-    def add(fn):
-        if name in FUSIONS:
-            raise ValueError(f"a fusion named {name!r} is registered already")
-        FUSIONS[name] = FusionEntry(name, fn, uses_low, tuple(options))
-        return fn
-
-    return add if factory is None else add(factory)
+    return FUSIONS.register(name, factory, wrap=lambda fn: FusionEntry(name, fn, uses_low, tuple(options)))
 
 
 def build_fusion(name: str, low_channels: int, high_channels: int, embedding_dim: int, **options) -> nn.Module:
     """The fusion module ``name`` for levels of these channel counts; ``options`` it does not take are
     ignored (the model passes all of its fusion options to whichever fusion it uses)."""
-    if name not in FUSIONS:
-        raise ValueError(f"expected fusion among {tuple(FUSIONS)}, got {name!r}")
     entry = FUSIONS[name]
     return entry.factory(low_channels, high_channels, embedding_dim,
                          **{k: v for k, v in options.items() if k in entry.options})

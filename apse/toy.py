@@ -119,7 +119,10 @@ def train_toy(loss_fn: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int =
     With the attention loss (ICCV Eq. 2) the confidence heads are trained too, and the objective is
     lam * L_emb + (1 - lam) * L_att, as in the papers; without it only the embedding loss is optimised
     and the heads keep their initial weights. `attention=None` (default) uses the attention loss iff
-    the loss needs confidences (WEP, adaptive GEP), which is what the papers do. `attention=True` or
+    the loss needs confidences (WEP, adaptive GEP): the toy trains its heads only for a loss that reads
+    them, so that chapters 5-7 see EP and fixed-beta GEP with untrained heads. That is not the rule of
+    a training run (:func:`apse.losses.automatic_attention_loss`: on for the whole APSE family, EP
+    included, as in the papers' method); the chapters' numbers rest on the toy's. `attention=True` or
     `False` forces it either way: e.g. ``train_toy(EPLoss(), X, y, attention=True)`` is the control
     "EP + attention loss" that separates the effect of training the heads (which shape the shared
     hidden layers) from the effect of using their confidences in the loss.

@@ -58,7 +58,7 @@ from apse.data import FeatureDataset
 from apse.distributed import device_description, init_distributed, resolve_device
 from apse.evaluation import GatheredBatches, embed_dataset, evaluate_split, leave_one_out
 from apse.io import atomic_save, json_safe, write_json
-from apse.losses import APSEObjective, TrainStep, build_configured_loss, loss_entry
+from apse.losses import APSEObjective, TrainStep, build_configured_loss, constructor_keywords, loss_entry
 from apse.progress import progress_bar
 from apse.metrics import higher_is_better
 from apse.provenance import dataset_fingerprint, environment, portable_config, portable_path, portable_source
@@ -222,9 +222,10 @@ class Trainer:
             self.loss_fn = build_configured_loss(cfg).to(self.device)
         except TypeError as exc:
             raise ConfigError(f"loss_options do not fit loss {entry.name!r}: {exc}") from None
-        if getattr(self.loss_fn, "needs_confidences", False) and not self.has_heads:
+        if self.loss_fn.needs_confidences and not self.has_heads:
+            fixed_beta = constructor_keywords(entry.cls, {"beta": 0.5})  # GEP: a fixed beta reads no confidences
             raise ConfigError(f"loss {cfg.loss!r} needs the attention confidences, but attention=none; "
-                              "use attention=hierarchical" + (" or a fixed beta (beta=0.5)" if "beta" in entry.config_keys else ""))
+                              "use attention=hierarchical" + (" or a fixed beta (beta=0.5)" if fixed_beta else ""))
 
     def _build_data(self) -> None:
         self.run = prepare_data(self.config, self.data, self.model, device=self.device, dist_info=self.dist,

@@ -108,7 +108,7 @@ def test_lite0_stage_stopping():
 
 
 def test_bad_arguments_raise_clear_errors():
-    with pytest.raises(ValueError, match="backbone name"):
+    with pytest.raises(ValueError, match="unknown backbone .vgg16.; valid names are"):
         build_backbone("vgg16", pretrained=False)
     with pytest.raises(ValueError, match="stages"):
         build_backbone("resnet50", pretrained=False, stages=("conv6",))

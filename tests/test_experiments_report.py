@@ -85,7 +85,7 @@ def test_agreement_counts_distinct_runs_once(tmp_path):
 def test_registry_and_regime_folders():
     assert set(ex.ORDER) == set(ex.EXPERIMENTS) and ex.ORDER == ex.run_order()
     assert list(ex.EXPERIMENTS)[:3] == ["table1", "ablation", "beta"]     # the CLI lists them in this order
-    with pytest.raises(ValueError, match="registered twice"):
+    with pytest.raises(ValueError, match="registered already"):
         ex.register_experiment("table1", order=0)(lambda: None)
     for regime in ex.REGIMES:
         assert ex.split_regime_dir(ex.regime_dir("core", regime)) == ("core", regime)

@@ -14,6 +14,7 @@ from typing import Callable
 from apse.backbones.base import Backbone
 from apse.backbones.lite import LITE_VARIANTS, Lite0Backbone, LiteBackbone
 from apse.backbones.resnet import ResNet50Backbone
+from apse.registry import Registry
 
 __all__ = ["BackboneEntry", "BACKBONE_REGISTRY", "register_backbone", "backbone_names", "canonical_backbone",
            "build_backbone", "native_resolution", "BACKBONES", "NATIVE_RESOLUTION"]
@@ -30,43 +31,32 @@ class BackboneEntry:
     aliases: tuple[str, ...] = ()
 
 
-#: name -> :class:`BackboneEntry`, weakest ImageNet accuracy last but ResNet-50 (the papers') first.
-BACKBONE_REGISTRY: dict[str, BackboneEntry] = {}
+#: name -> :class:`BackboneEntry`, weakest ImageNet accuracy last but ResNet-50 (the papers') first;
+#: names are read as every apse registry reads them (:mod:`apse.registry`: aliases, any case, ``-``/``_``).
+BACKBONE_REGISTRY: Registry[BackboneEntry] = Registry("backbone")
 
 
 def register_backbone(name: str, factory: Callable[..., Backbone] | None = None, *, native_resolution: int = 224,
                       aliases: tuple[str, ...] = ()):
     """Add a backbone to :data:`BACKBONE_REGISTRY`; usable as a decorator or called directly."""
-    def add(fn):
-        taken = {name, *aliases} & {n for e in BACKBONE_REGISTRY.values() for n in (e.name, *e.aliases)}
-        if taken:
-            raise ValueError(f"a backbone named {sorted(taken)[0]!r} is registered already")
-        BACKBONE_REGISTRY[name] = BackboneEntry(name, fn, int(native_resolution), tuple(aliases))
-        return fn
-
-    return add if factory is None else add(factory)
+    return BACKBONE_REGISTRY.register(name, factory, aliases=aliases, wrap=lambda fn: BackboneEntry(
+        name, fn, int(native_resolution), tuple(aliases)))
 
 
 def backbone_names() -> tuple[str, ...]:
     """The names of every registered backbone (built-in and added)."""
-    return tuple(BACKBONE_REGISTRY)
+    return BACKBONE_REGISTRY.names()
 
 
 def canonical_backbone(name: str) -> str:
     """The registered name of ``name`` (case, ``-``/``_`` and aliases such as ``lite0`` tolerated);
     ValueError listing the valid names otherwise."""
-    def norm(text: str) -> str:
-        return str(text).lower().replace("-", "_")
-
-    for entry in BACKBONE_REGISTRY.values():
-        if norm(name) in {norm(n) for n in (entry.name, *entry.aliases)}:
-            return entry.name
-    raise ValueError(f"expected a backbone name among {backbone_names()}, got {name!r}")
+    return BACKBONE_REGISTRY.canonical(name)
 
 
 def native_resolution(name: str) -> int:
     """The input resolution backbone ``name`` was trained on (ImageNet)."""
-    return BACKBONE_REGISTRY[canonical_backbone(name)].native_resolution
+    return BACKBONE_REGISTRY[name].native_resolution
 
 
 def build_backbone(name: str = "resnet50", pretrained=True, stages=("conv3", "conv5"), **kwargs) -> Backbone:
@@ -77,7 +67,7 @@ def build_backbone(name: str = "resnet50", pretrained=True, stages=("conv3", "co
     False/None (random).
     ``stages``: the stage maps ``forward`` returns; layers past the deepest are dropped.
     """
-    return BACKBONE_REGISTRY[canonical_backbone(name)].factory(pretrained=pretrained, stages=stages, **kwargs)
+    return BACKBONE_REGISTRY[name].factory(pretrained=pretrained, stages=stages, **kwargs)
 
 
 register_backbone("resnet50", ResNet50Backbone, native_resolution=224)

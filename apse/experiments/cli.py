@@ -18,7 +18,7 @@ from apse.experiments.regimes import DEFAULT_BASE, DEFAULT_RESULTS, REGIMES, reg
 from apse.experiments.runner import _find_cached, run_experiment
 from apse.experiments.specs import experiment_specs
 from apse.experiments.summary import write_index
-from apse.experiments.tables import EXPERIMENTS, ORDER, get_experiment
+from apse.experiments.tables import EXPERIMENTS, ORDER
 
 __all__ = ["DESCRIPTION", "main"]
 
@@ -59,9 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.name == "index":
         print(write_index(args.results))
         return 0
-    names = list(ORDER) if args.name == "all" else [args.name]
-    for n in names:
-        get_experiment(n)  # validates the name
+    names = list(ORDER) if args.name == "all" else [EXPERIMENTS.canonical(args.name)]  # validates the name
     overrides: dict[str, Any] = {}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 from apse.backbones import LITE_VARIANTS, NATIVE_RESOLUTION, STAGES
+from apse.registry import Registry
 
 __all__ = ["Variant", "Experiment", "EXPERIMENTS", "ORDER", "K_FOLDS", "BUDGET_OVERRIDES", "register_experiment",
            "get_experiment", "run_order", "FLOOR", "LR_GRID", "CORE_ROWS", "BACKBONE_GRID", "BACKBONE_ROWS",
@@ -62,7 +63,7 @@ class Experiment:
 
 
 #: name -> the function that builds the experiment, in the order of registration (the CLI lists them so).
-EXPERIMENTS: dict[str, Callable[[], "Experiment"]] = {}
+EXPERIMENTS: Registry[Callable[[], "Experiment"]] = Registry("experiment")
 #: name -> its position in ``python -m apse.experiments all``.
 _RUN_ORDER: dict[str, int] = {}
 
@@ -70,17 +71,14 @@ _RUN_ORDER: dict[str, int] = {}
 def register_experiment(name: str, *, order: int) -> Callable[[Callable[[], Experiment]], Callable[[], Experiment]]:
     """Register the decorated function as experiment ``name``, run at position ``order`` by ``all``."""
     def register(build: Callable[[], Experiment]) -> Callable[[], Experiment]:
-        if name in EXPERIMENTS:
-            raise ValueError(f"experiment {name!r} is registered twice")
-        EXPERIMENTS[name] = build
+        EXPERIMENTS.register(name, build)
         _RUN_ORDER[name] = order
         return build
     return register
 
 
 def get_experiment(name: str) -> Experiment:
-    if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; valid names are: {', '.join(EXPERIMENTS)}")
+    """The experiment registered as ``name``; ValueError listing the valid names otherwise."""
     return EXPERIMENTS[name]()
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from apse.emotions import NUM_EMOTIONS, polarity_labels
+from apse.losses.base import EmbeddingLoss
 from apse.losses.functional import _EPS, _work_dtype
 
 __all__ = ["SoftmaxLoss", "ContrastiveLoss", "TripletLoss", "CenterLoss", "BinomialDevianceLoss",
@@ -27,8 +28,8 @@ def _pairwise_distance(x: torch.Tensor) -> torch.Tensor:
     return sq.clamp(min=_EPS).sqrt()
 
 
-class _BatchLoss(nn.Module):
-    needs_confidences = False
+class _BatchLoss(EmbeddingLoss):
+    """Base of the baselines: any batch, no confidences."""
 
     @staticmethod
     def _prepare(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,18 +8,16 @@ into N-pair tuples with :func:`~apse.losses.functional.split_into_tuples`, the p
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from apse.emotions import NUM_EMOTIONS, polarity_labels
+from apse.losses.base import EmbeddingLoss
 from apse.losses.functional import ep_loss, gep_loss, npair_loss, split_into_tuples, wep_loss
 
 __all__ = ["NPairLoss", "EPLoss", "WEPLoss", "GEPLoss"]
 
 
-class _TupleLoss(nn.Module):
+class _TupleLoss(EmbeddingLoss):
     """Base: split a balanced batch into N-pair tuples, apply a per-tuple loss, average over tuples."""
-
-    needs_confidences = False
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
                 polarity_confidence: torch.Tensor | None = None,
@@ -64,6 +62,8 @@ class EPLoss(_TupleLoss):
     same-polarity ones; the intra term is an N-pair loss restricted to same-polarity negatives.
     """
 
+    apse_family = True
+
     def _tuple_loss(self, anchors, positives, polarity, a_idx, p_idx, pc, ec):
         return ep_loss(anchors, positives, polarity)
 
@@ -76,6 +76,7 @@ class WEPLoss(_TupleLoss):
     """
 
     needs_confidences = True
+    apse_family = True
 
     def _tuple_loss(self, anchors, positives, polarity, a_idx, p_idx, pc, ec):
         return wep_loss(anchors, positives, polarity, pc[a_idx], pc[p_idx], ec[a_idx], ec[p_idx])
@@ -88,6 +89,9 @@ class GEPLoss(_TupleLoss):
     anchor, to distance beta d_ij + (1 - beta) d_ii; ``beta=None`` (default) uses the adaptive
     beta_ij = exp(-w_ij) from the emotion confidences (then they are required), a float fixes it.
     """
+
+    needs_confidences = True   # the default, adaptive beta; an instance with a fixed beta does not
+    apse_family = True
 
     def __init__(self, beta: float | None = None):
         super().__init__()

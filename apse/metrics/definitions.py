@@ -13,6 +13,8 @@ from typing import Callable, Mapping
 
 import torch
 
+from apse.registry import Registry
+
 __all__ = ["Metric", "METRICS", "register_metric", "metric_names", "higher_is_better", "METRIC_NAMES",
            "POLARITY_METRIC_NAMES", "LEVELS", "LOWER_IS_BETTER", "average_precision", "map8", "map2", "nn", "ft",
            "st", "dcg", "f1", "anmrr", "map_at_r", "r_precision",
@@ -46,7 +48,7 @@ class Metric:
 #: The metric registry, name -> :class:`Metric`, in report order: the papers' eight first, then MAP@R
 #: and RP (Musgrave et al. 2020). Every list of metric names in apse (config validation, experiment
 #: tables, the CLI) is read from here.
-METRICS: dict[str, Metric] = {}
+METRICS: Registry[Metric] = Registry("metric")
 
 
 def register_metric(name: str, per_query: Callable[..., torch.Tensor] | None = None, *,
@@ -62,14 +64,8 @@ def register_metric(name: str, per_query: Callable[..., torch.Tensor] | None = N
     unknown = set((options or {}).values()) - {"f1_k", "gtm"}
     if unknown:
         raise ValueError(f"unknown metric option(s) {sorted(unknown)}; metrics can take f1_k and gtm")
-
-    def add(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        if name in METRICS:
-            raise ValueError(f"a metric named {name!r} is registered already")
-        METRICS[name] = Metric(name, fn, higher_is_better, relevance, needs_emotions, dict(options or {}))
-        return fn
-
-    return add if per_query is None else add(per_query)
+    return METRICS.register(name, per_query, wrap=lambda fn: Metric(name, fn, higher_is_better, relevance,
+                                                                    needs_emotions, dict(options or {})))
 
 
 def metric_names(level: str = "emotion") -> tuple[str, ...]:
@@ -81,10 +77,7 @@ def metric_names(level: str = "emotion") -> tuple[str, ...]:
 
 def higher_is_better(name: str) -> bool:
     """Whether a larger value of metric ``name`` is better (ANMRR: lower is better)."""
-    try:
-        return METRICS[name].higher_is_better
-    except KeyError:
-        raise ValueError(f"unknown metric {name!r}; the metrics are: {', '.join(METRICS)}") from None
+    return METRICS[name].higher_is_better
 
 
 # ---------------------------------------------------------------- one function per metric
