@@ -64,7 +64,7 @@ CHECK_SCRIPT = r"""
   const t0 = Date.now();
   const left = () => Math.max(0, budget - (Date.now() - t0));
   const out = {mathjax: null, math: 0, typeset: 0, untypeset: [], merrors: [], raw: [], images: 0,
-               broken: [], notes: []};
+               broken: [], notes: [], wide: []};
   const mathEls = Array.from(document.querySelectorAll('.math'));
   out.math = mathEls.length;
   // MathJax 3 defines window.MathJax as its config object first; the loaded library has .version.
@@ -103,6 +103,17 @@ CHECK_SCRIPT = r"""
       }
     }
   } catch (e) { out.notes.push('could not inspect MathJax output: ' + e); }
+  // Code a reader sees whole: no visible code block or printed output scrolls sideways. The
+  // solutions' dropdowns are opened (a reader opens them); hidden-input cells stay closed.
+  for (const d of document.querySelectorAll('details.sd-dropdown')) d.open = true;
+  await sleep(50);
+  for (const pre of document.querySelectorAll('pre')) {
+    if (pre.closest('details:not([open])') || pre.offsetParent === null || !pre.clientWidth) continue;
+    if (pre.scrollWidth > pre.clientWidth + 2) {
+      const line = pre.textContent.split('\n').reduce((a, b) => (b.length > a.length ? b : a), '');
+      out.wide.push(`${pre.scrollWidth - pre.clientWidth} px too wide: ${line.trim().slice(0, 90)}`);
+    }
+  }
   const skip = new Set(['PRE', 'CODE', 'SCRIPT', 'STYLE', 'TEXTAREA', 'MJX-CONTAINER', 'NOSCRIPT', 'KBD', 'SAMP']);
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode(node) {
     for (let p = node.parentElement; p; p = p.parentElement) {
@@ -306,6 +317,8 @@ class ChromiumPipe:
             errors.append(f"raw TeX left in the text: {raw!r}")
         for src in r["broken"]:
             errors.append(f"image did not load: {src}")
+        for wide in r.get("wide", []):
+            errors.append(f"code scrolls sideways ({wide})")
         return {"errors": errors, "notes": notes, "math": r["math"], "typeset": r["typeset"],
                 "images": r["images"], "mathjax": r["mathjax"]}
 

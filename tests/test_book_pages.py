@@ -201,6 +201,16 @@ def site(tmp_path_factory):
             head=LOCAL_MATHJAX, body='<span class="math notranslate nohighlight">\\(x^a^b\\)</span>'),
         "undefined_macro.html": PAGE.format(
             head=LOCAL_MATHJAX, body='<span class="math notranslate nohighlight">\\(x \\in \\R\\)</span>'),
+        # a code line wider than its column scrolls sideways; the same line in a closed <details>
+        # (a hidden-input cell) is not on the page, in an open one (a solution's dropdown) it is
+        "wide_code.html": PAGE.format(
+            head="", body='<div style="width:300px"><pre style="overflow:auto">' + "w" * 120 + "</pre></div>"),
+        "hidden_code.html": PAGE.format(
+            head="", body='<details><summary>input</summary><div style="width:300px">'
+                          '<pre style="overflow:auto">' + "h" * 120 + "</pre></div></details>"),
+        "dropdown_code.html": PAGE.format(
+            head="", body='<details class="sd-dropdown"><summary>Solution</summary><div style="width:300px">'
+                          '<pre style="overflow:auto">' + "d" * 120 + "</pre></div></details>"),
     }
     for name, html in pages.items():
         (root / name).write_text(html)
@@ -217,8 +227,8 @@ def _block(output: str, page: str) -> str:
 
 def test_page_check_fails_overall_and_passes_good_pages(site):
     assert site.returncode == 1, site.stdout + site.stderr
-    assert "2 of 8 pages ok, 6 failing" in site.stdout
-    for page in ("good.html", "plain.html"):
+    assert "3 of 11 pages ok, 8 failing" in site.stdout
+    for page in ("good.html", "plain.html", "hidden_code.html"):
         assert _block(site.stdout, page).startswith("ok"), _block(site.stdout, page)
     assert "2/2 formulas typeset, 1 images" in _block(site.stdout, "good.html")
 
@@ -230,6 +240,8 @@ def test_page_check_fails_overall_and_passes_good_pages(site):
     ("raw_tex.html", "raw TeX left in the text"),
     ("tex_error.html", "MathJax error in a formula: Double exponent"),
     ("undefined_macro.html", "MathJax error in a formula: undefined macro \\R"),
+    ("wide_code.html", "code scrolls sideways"),
+    ("dropdown_code.html", "code scrolls sideways"),
 ])
 def test_page_check_catches(site, page, message):
     block = _block(site.stdout, page)

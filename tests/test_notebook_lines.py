@@ -79,3 +79,57 @@ def test_visible_lines_fit_the_page(name):
     shown = "\n".join(f"cell {i} ({kind}, {len(line)} chars): {line[:60]}..."
                       for i, kind, line in lines[:10])
     assert not lines, f"{len(lines)} visible line(s) over {WIDTH} characters:\n{shown}"
+
+
+# Code blocks in the prose: the page's code column at 79 characters, a solution's dropdown (an
+# indented card) at 71 (book/_ext/static/apse.css sets the padding both widths assume).
+DROPDOWN_WIDTH = 71
+
+
+def markdown_code_lines(markdown: str):
+    """``(width limit, line)`` for each line of each fenced code block of ``markdown``, with the
+    fence's own indentation removed (a block inside a list item is indented in the source, not on
+    the page); the limit is :data:`DROPDOWN_WIDTH` inside a ``{dropdown}`` directive."""
+    out, fence, indent, depth = [], None, 0, []
+    for raw in markdown.splitlines():
+        text = raw.strip()
+        if fence is None:
+            if text.startswith(":::") or text.startswith("```{"):
+                # a directive opens (``:::{name}``) or closes (a bare ``:::``)
+                if text.rstrip(":").strip() == "" or text in (":::", "::::"):
+                    depth = depth[:-1]
+                else:
+                    depth.append("dropdown" in text)
+                continue
+            if text.startswith("```") or text.startswith("~~~"):
+                fence, indent = text[:3], len(raw) - len(raw.lstrip())
+            continue
+        if text.startswith(fence) and text.strip("`~") == "":
+            fence = None
+            continue
+        line = raw[indent:] if raw[:indent].strip() == "" else raw.lstrip()
+        out.append((DROPDOWN_WIDTH if any(depth) else WIDTH, line))
+    return out
+
+
+def test_markdown_code_lines_strip_the_fence_indent_and_know_dropdowns():
+    text = ("1. Do it:\n\n   ```python\n   x = 1\n       y = 2\n   ```\n"
+            ":::{dropdown} Solution\n```bash\nls -l\n```\n:::\n```\nafter\n```\n")
+    assert markdown_code_lines(text) == [(79, "x = 1"), (79, "    y = 2"), (71, "ls -l"),
+                                         (79, "after")]
+
+
+PROSE = sorted(BOOK.glob("*.ipynb")) + sorted(BOOK.glob("*.md"))
+
+
+@pytest.mark.parametrize("path", PROSE, ids=lambda p: p.name)
+def test_code_blocks_in_the_prose_fit_the_page(path):
+    if path.suffix == ".md":
+        texts = [path.read_text()]
+    else:
+        texts = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                 if c["cell_type"] == "markdown"]
+    wide = [(limit, line) for text in texts for limit, line in markdown_code_lines(text)
+            if len(line) > limit]
+    shown = "\n".join(f"({len(line)} > {limit}) {line[:70]}" for limit, line in wide[:10])
+    assert not wide, f"{len(wide)} code line(s) in the prose too wide:\n{shown}"

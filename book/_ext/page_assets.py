@@ -1,4 +1,7 @@
-"""Sphinx extension: each page loads every script once.
+"""Sphinx extension: each page loads every script once, and the book's own style sheet.
+
+``static/apse.css`` (added to every page) narrows the padding of code blocks so that a line of 79
+characters fits the code column at 1280 px (see the file).
 
 sphinx-thebe 0.3.1 registers its inline configuration (``const THEBE_JS_URL = ...``) and
 ``sphinx-thebe.js`` twice under jupyter-book 1.0.4 / Sphinx 7.4, so every page throws
@@ -7,6 +10,10 @@ sphinx-thebe 0.3.1 registers its inline configuration (``const THEBE_JS_URL = ..
 attributes) from each page's script list, keeping the first, and leaves everything else alone.
 """
 from __future__ import annotations
+
+from pathlib import Path
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def _key(script) -> tuple:
@@ -28,6 +35,12 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
         context["script_files"] = unique
 
 
+def _add_static(app, config):
+    config.html_static_path.append(str(STATIC))
+
+
 def setup(app):
+    app.connect("config-inited", _add_static)
+    app.add_css_file("apse.css")
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
