@@ -31,10 +31,7 @@ def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def build_model(config: TrainConfig, pretrained: Any = None) -> nn.Module:
     """The :class:`~apse.model.APSENet` described by ``config`` (``pretrained`` overrides the config's)."""
-    kwargs = config.model_kwargs()
-    if pretrained is not None:
-        kwargs["pretrained"] = pretrained
-    return APSENet(**kwargs)
+    return APSENet.from_config(config, **({} if pretrained is None else {"pretrained": pretrained}))
 
 
 def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:

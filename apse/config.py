@@ -4,10 +4,12 @@
 :class:`ModelConfig` (APSENet's arguments), :class:`LossConfig`, :class:`OptimConfig`,
 :class:`ImageConfig`, :class:`RunConfig` and :class:`ProtocolConfig`, joined into one flat dataclass
 (so that YAML files, ``key=value`` overrides and stored configs stay one mapping of names to values;
-``config.section("model")`` gives one on its own). Choices are checked against the modules that own
-them: registered backbones, losses, fusions and metrics, the model's switches; a backbone or loss name
-is read by its registry's own lookup (``"lite0"``, ``"GEP"``: aliases and case as the registry takes
-them) and stored as the registry spells it (``"efficientnet_lite0"``, ``"gep"``). Its defaults are the papers'
+``config.section("model")`` gives one on its own). A section is checked by the module that consumes
+it: the model section, :class:`apse.model.ModelConfig`, lives beside the network and checks its own
+fields (:meth:`~apse.model.ModelConfig.check_model`; ``APSENet.from_config`` builds from it), so this
+module imports none of the model's option lists. A registered name (backbone, fusion, loss) is read by
+its registry's own lookup (``"lite0"``, ``"GEP"``: :mod:`apse.registry`'s one rule) and stored as the
+registry spells it (``"efficientnet_lite0"``, ``"gep"``). Its defaults are the papers'
 protocol (spec, "Training and evaluation protocol"): ResNet-50 pretrained on ImageNet, SGD with
 lr 1e-3, momentum 0.9, weight decay 5e-4, lr x0.1 every 40 epochs, 100 epochs, batches of 8 emotions
 x 4 images, 256 px resize and 224 px crops, the GEP loss plus the attention loss with lambda = 0.5.
@@ -55,44 +57,17 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
-from apse.attention import MASK_SCALES, NORMS
-from apse.backbones import STAGES, backbone_names, canonical_backbone
-from apse.fusion import FUSIONS
+from apse.checks import NULLS, ConfigError, choice, registered
 from apse.losses import LOSSES, automatic_attention_loss, canonical_loss, loss_entry
 from apse.metrics import metric_names
-from apse.model import ATTENTIONS, LOW_ATTENTIONS
-from apse.pooling import REDUCTIONS
+from apse.model import ModelConfig
 
 #: Optimisers :func:`apse.training.build_optimizer` builds.
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: Test protocols: test queries against the training gallery, or leave-one-out among the test images.
 PROTOCOLS = ("auto", "split", "loo")
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is invalid (raised with a one-sentence message)."""
-
-
-@dataclass
-class ModelConfig:
-    """The network: :class:`apse.model.APSENet`'s keyword arguments, one field each (a test checks it)."""
-
-    backbone: str = "resnet50"                 # a registered backbone (apse.backbones.register_backbone)
-    pretrained: Union[bool, str] = True        # True = ImageNet weights, False = random, or a weights file
-    low_stage: str = "conv3"                   # low level of the hierarchy (spec: conv3 = layer2)
-    high_stage: str = "conv5"                  # high level (spec: conv5 = layer4)
-    attention: str = "hierarchical"            # "hierarchical" (HA) | "emotion" (SA) | "none"
-    low_attention: str = "polarity"            # low head supervised by "polarity" or "emotion" (TMM Tab. IV)
-    fusion: str = "clb"                        # "clb" | "concat" (MO) | "concat_raw" | "single" (SO)
-    attention_norm: str = "minmax"             # norm of the output-head map U: minmax|softmax|l1|none
-    attention_temperature: str = "std"         # spatial softmax Z: "std" (standardised map) or a number (1 = papers')
-    attention_mask_scale: str = "sum"          # mask applied at sum 1 ("sum" = papers') or mean 1 ("mean")
-    embedding_dim: int = 512
-    clb_reduce_low: str = "auto"               # CLB 1x1 reduction of the low level: auto | none | channels
-    clb_reduce_high: str = "auto"              # same for the high level
-    clb_reduction: str = "linear"              # "linear" | "bn_relu" (see apse.pooling)
 
 
 @dataclass
@@ -184,27 +159,12 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
         types_ = _field_types()
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), types_[f.name]))
-        # every list of names is read from the module that owns it (registries for what can be added);
-        # a registered name is read by its registry's own lookup (aliases, case) and stored as it answers
-        self.backbone = _registered("backbone", self.backbone, canonical_backbone, backbone_names())
-        _choice("attention", self.attention, ATTENTIONS)
-        _choice("low_attention", self.low_attention, LOW_ATTENTIONS)
-        _choice("clb_reduction", self.clb_reduction, REDUCTIONS)
-        for name in ("clb_reduce_low", "clb_reduce_high"):
-            self.model_kwargs_value(name)  # validates
-        self.temperature_value()
-        _choice("fusion", self.fusion, tuple(FUSIONS))
-        _choice("low_stage", self.low_stage, STAGES)
-        _choice("high_stage", self.high_stage, STAGES)
-        if STAGES.index(self.low_stage) > STAGES.index(self.high_stage):
-            raise ConfigError(f"low_stage ({self.low_stage}) must not be deeper than high_stage ({self.high_stage})")
-        _choice("attention_norm", self.attention_norm, NORMS)
-        _choice("attention_mask_scale", self.attention_mask_scale, MASK_SCALES)
-        self.loss = _registered("loss", self.loss, canonical_loss, loss_names())
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("protocol", self.protocol, PROTOCOLS)
-        _choice("select_on", self.select_on, metric_names())
-        for name in ("embedding_dim", "epochs", "classes_per_batch", "samples_per_class", "image_size",
+        self.check_model()  # the model section, checked by its owner (apse.model.ModelConfig)
+        self.loss = registered("loss", self.loss, canonical_loss, loss_names())
+        choice("optimizer", self.optimizer, OPTIMIZERS)
+        choice("protocol", self.protocol, PROTOCOLS)
+        choice("select_on", self.select_on, metric_names())
+        for name in ("epochs", "classes_per_batch", "samples_per_class", "image_size",
                      "resize", "lr_step", "eval_every", "batch_size_eval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -263,40 +223,6 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
                               f"'80/5/15', got {self.split!r}")
         total = sum(parts)
         return tuple(p / total for p in parts)  # type: ignore[return-value]
-
-    def model_kwargs_value(self, name: str) -> Any:
-        """``clb_reduce_*`` as APSENet expects it: "auto", None (no reduction) or a channel count."""
-        text = str(getattr(self, name)).strip().lower()
-        if text == "auto":
-            return "auto"
-        if text in _NULLS or text == "0":
-            return None
-        if text.isdigit():
-            return int(text)
-        raise ConfigError(f"{name} must be 'auto', 'none' or a number of channels, got {getattr(self, name)!r}")
-
-    def temperature_value(self) -> float | str:
-        """``attention_temperature`` as APSENet expects it: ``"std"`` or a positive float."""
-        text = str(self.attention_temperature).strip().lower()
-        if text == "std":
-            return "std"
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise ConfigError(f"attention_temperature must be 'std' or a positive number, got "
-                              f"{self.attention_temperature!r}")
-        return value
-
-    def model_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`apse.model.APSENet`: the model section (whose fields are
-        APSENet's keywords, a test checks it), with the two stored as text here converted."""
-        kwargs = {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
-        kwargs.update(clb_reduce_low=self.model_kwargs_value("clb_reduce_low"),
-                      clb_reduce_high=self.model_kwargs_value("clb_reduce_high"),
-                      attention_temperature=self.temperature_value())
-        return kwargs
 
     def resolved_attention_loss(self, model_has_heads: bool) -> bool:
         """Whether the attention loss is used, for a model with or without attention heads."""
@@ -450,25 +376,10 @@ def _unknown_message(key: str) -> str:
     return f"unknown config key {key!r}; valid keys are: {', '.join(_field_types())}"
 
 
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _registered(name: str, value: Any, lookup: Callable[[str], str], choices: tuple[str, ...]) -> str:
-    """``value`` as the registry's ``lookup`` spells it (``"lite0"`` -> ``"efficientnet_lite0"``,
-    ``"GEP"`` -> ``"gep"``): the config takes exactly the names its registry takes."""
-    try:
-        return lookup(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}") from None
-
-
 def _is_dict_type(tp: Any) -> bool:
     return tp is dict or typing.get_origin(tp) is dict
 
 
-_NULLS = {"none", "null", "~", ""}
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -479,7 +390,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if type(None) in args:
-            if value is None or (isinstance(value, str) and value.strip().lower() in _NULLS):
+            if value is None or (isinstance(value, str) and value.strip().lower() in NULLS):
                 return None
             args = tuple(a for a in args if a is not type(None))
         if len(args) == 1:

@@ -14,9 +14,8 @@ import torch
 from matplotlib.colors import to_rgb
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
-from apse.config import TrainConfig
 from apse.emotions import EMOTION_COLORS, EMOTIONS, emotion_index, emotion_name
-from apse.model import APSENet
+from apse.model import APSENet, ModelConfig
 from apse.plotting import TIER_COLORS, retrieval_tier
 
 __all__ = ["tier_order", "draw_tiers", "draw_ranking", "network_shapes", "draw_network", "draw_clb"]
@@ -140,12 +139,13 @@ def draw_ranking(query_labels, ranked_labels, ax=None, row_names=None, notes=Non
 
 
 def _as_apsenet(model_or_config):
-    """An :class:`apse.model.APSENet` from a model, a :class:`apse.config.TrainConfig` or a dict of
-    APSENet keyword arguments (the latter two built with random weights: only shapes matter)."""
+    """An :class:`apse.model.APSENet` from a model, a model section (:class:`apse.model.ModelConfig`,
+    e.g. a :class:`apse.config.TrainConfig`) or a dict of APSENet keyword arguments (the latter two
+    built with random weights: only shapes matter)."""
     if isinstance(model_or_config, APSENet):
         return model_or_config
-    if isinstance(model_or_config, TrainConfig):
-        return APSENet(**{**model_or_config.model_kwargs(), "pretrained": False})
+    if isinstance(model_or_config, ModelConfig):
+        return APSENet.from_config(model_or_config, pretrained=False)
     if isinstance(model_or_config, dict):
         return APSENet(**{"pretrained": False, **model_or_config})
     raise TypeError(f"expected an APSENet, a TrainConfig or a dict of APSENet arguments, got "

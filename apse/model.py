@@ -22,22 +22,106 @@ The model never sees labels; the polarity label is derived from the emotion labe
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping, Union
 
 import torch
 from torch import nn
 
-from apse.attention import AttentionHead
-from apse.backbones import STAGES, Backbone, build_backbone
+from apse.attention import MASK_SCALES, NORMS, AttentionHead
+from apse.backbones import STAGES, Backbone, backbone_names, build_backbone, canonical_backbone
+from apse.checks import NULLS, ConfigError, choice, registered
 from apse.emotions import NUM_EMOTIONS, NUM_POLARITIES
 from apse.fusion import FUSIONS, build_fusion
+from apse.pooling import REDUCTIONS
 
-__all__ = ["APSEOutput", "APSENet", "ATTENTIONS", "LOW_ATTENTIONS"]
+__all__ = ["APSEOutput", "APSENet", "ModelConfig", "ATTENTIONS", "LOW_ATTENTIONS"]
 
 #: The attention switch: both heads (HA), the emotion head only (SA), or none.
 ATTENTIONS = ("hierarchical", "emotion", "none")
 #: What supervises the low head under HA: polarities (the papers) or emotions (TMM Table IV).
 LOW_ATTENTIONS = ("polarity", "emotion")
+
+
+@dataclass
+class ModelConfig:
+    """The network: :class:`APSENet`'s keyword arguments, one field each (a test checks it), as a config
+    file holds them (``clb_reduce_*`` and ``attention_temperature`` as text); the model section of
+    :class:`apse.config.TrainConfig`. :meth:`model_kwargs` converts them, :meth:`APSENet.from_config`
+    builds the network, and :meth:`check_model` checks them here, where they are consumed: a backbone
+    or fusion by its registry's own lookup (stored as the registry spells it), the switches against
+    this module's lists."""
+
+    backbone: str = "resnet50"                 # a registered backbone (apse.backbones.register_backbone)
+    pretrained: Union[bool, str] = True        # True = ImageNet weights, False = random, or a weights file
+    low_stage: str = "conv3"                   # low level of the hierarchy (spec: conv3 = layer2)
+    high_stage: str = "conv5"                  # high level (spec: conv5 = layer4)
+    attention: str = "hierarchical"            # "hierarchical" (HA) | "emotion" (SA) | "none"
+    low_attention: str = "polarity"            # low head supervised by "polarity" or "emotion" (TMM Tab. IV)
+    fusion: str = "clb"                        # "clb" | "concat" (MO) | "concat_raw" | "single" (SO)
+    attention_norm: str = "minmax"             # norm of the output-head map U: minmax|softmax|l1|none
+    attention_temperature: str = "std"         # spatial softmax Z: "std" (standardised map) or a number (1 = papers')
+    attention_mask_scale: str = "sum"          # mask applied at sum 1 ("sum" = papers') or mean 1 ("mean")
+    embedding_dim: int = 512
+    clb_reduce_low: str = "auto"               # CLB 1x1 reduction of the low level: auto | none | channels
+    clb_reduce_high: str = "auto"              # same for the high level
+    clb_reduction: str = "linear"              # "linear" | "bn_relu" (see apse.pooling)
+
+    def __post_init__(self) -> None:
+        self.check_model()
+
+    def check_model(self) -> None:
+        """Check every model field (ConfigError with one sentence on the first bad one); a backbone or
+        fusion name is stored as its registry spells it (``"lite0"`` -> ``"efficientnet_lite0"``)."""
+        self.backbone = registered("backbone", self.backbone, canonical_backbone, backbone_names())
+        choice("attention", self.attention, ATTENTIONS)
+        choice("low_attention", self.low_attention, LOW_ATTENTIONS)
+        choice("clb_reduction", self.clb_reduction, REDUCTIONS)
+        for name in ("clb_reduce_low", "clb_reduce_high"):
+            self.model_kwargs_value(name)  # validates
+        self.temperature_value()
+        self.fusion = registered("fusion", self.fusion, FUSIONS.canonical, FUSIONS.names())
+        choice("low_stage", self.low_stage, STAGES)
+        choice("high_stage", self.high_stage, STAGES)
+        if STAGES.index(self.low_stage) > STAGES.index(self.high_stage):
+            raise ConfigError(f"low_stage ({self.low_stage}) must not be deeper than high_stage ({self.high_stage})")
+        choice("attention_norm", self.attention_norm, NORMS)
+        choice("attention_mask_scale", self.attention_mask_scale, MASK_SCALES)
+        if self.embedding_dim < 1:
+            raise ConfigError(f"embedding_dim must be a positive integer, got {self.embedding_dim}")
+
+    def model_kwargs_value(self, name: str) -> Any:
+        """``clb_reduce_*`` as APSENet expects it: "auto", None (no reduction) or a channel count."""
+        text = str(getattr(self, name)).strip().lower()
+        if text == "auto":
+            return "auto"
+        if text in NULLS or text == "0":
+            return None
+        if text.isdigit():
+            return int(text)
+        raise ConfigError(f"{name} must be 'auto', 'none' or a number of channels, got {getattr(self, name)!r}")
+
+    def temperature_value(self) -> float | str:
+        """``attention_temperature`` as APSENet expects it: ``"std"`` or a positive float."""
+        text = str(self.attention_temperature).strip().lower()
+        if text == "std":
+            return "std"
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise ConfigError(f"attention_temperature must be 'std' or a positive number, got "
+                              f"{self.attention_temperature!r}")
+        return value
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`APSENet`: the model fields (APSENet's keywords, a test checks
+        it), with the three stored as text converted."""
+        kwargs = {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
+        kwargs.update(clb_reduce_low=self.model_kwargs_value("clb_reduce_low"),
+                      clb_reduce_high=self.model_kwargs_value("clb_reduce_high"),
+                      attention_temperature=self.temperature_value())
+        return kwargs
 
 
 @dataclass
@@ -138,6 +222,12 @@ class APSENet(nn.Module):
                                  reduce_high=clb_reduce_high, reduction=clb_reduction)
         self._backbone_frozen = False
         self._bn_frozen = False
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, **changes: Any) -> "APSENet":
+        """The network a model section describes (a :class:`ModelConfig`, or a training config, which
+        holds one); ``changes`` override its keywords, e.g. ``pretrained=False``."""
+        return cls(**{**config.model_kwargs(), **changes})
 
     # ------------------------------------------------------------------------------------------------
     def forward_features(self, features: Mapping[str, torch.Tensor]) -> APSEOutput:

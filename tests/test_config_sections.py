@@ -1,0 +1,85 @@
+"""Issue #24, section 1: each config section owned and checked by the module that consumes it, the
+training config only composing them (flat, so YAML files and run keys stay as they were)."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from apse.checks import ConfigError
+from apse.config import SECTIONS, TrainConfig, load_config
+from apse.experiments import DEFAULT_BASE, run_key
+from apse.model import APSENet, ModelConfig
+
+APSE = Path(__file__).resolve().parents[1] / "apse"
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """The apse modules a file imports at module level (not inside functions)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("apse"):
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("apse"))
+    return names
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(APSE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_the_model_section_lives_beside_the_model_and_checks_itself():
+    section = ModelConfig(backbone="Lite0", fusion="CLB", pretrained=False)
+    assert section.backbone == "efficientnet_lite0" and section.fusion == "clb"   # as the registries spell them
+    with pytest.raises(ConfigError, match="attention must be one of"):
+        ModelConfig(attention="spatial")
+    with pytest.raises(ConfigError, match="embedding_dim must be a positive integer"):
+        ModelConfig(embedding_dim=0)
+    assert SECTIONS["model"] is ModelConfig and isinstance(TrainConfig(), ModelConfig)
+    torch.manual_seed(0)
+    built = APSENet.from_config(section, embedding_dim=64)
+    torch.manual_seed(0)
+    by_hand = APSENet("efficientnet_lite0", pretrained=False, embedding_dim=64)
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), by_hand.state_dict().values()))
+    config = TrainConfig(backbone="lite0", pretrained=False, attention_temperature="1", clb_reduce_low="none")
+    model = APSENet.from_config(config)   # the values stored as text, converted
+    assert model.low_head.temperature == 1.0 and isinstance(model.fuse.reduce_low, torch.nn.Identity)
+
+
+def test_config_imports_none_of_the_models_option_lists():
+    imported = _top_level_imports(APSE / "config.py")
+    assert imported <= {"apse.checks", "apse.losses", "apse.metrics", "apse.model"}, imported
+    source = (APSE / "config.py").read_text()
+    for name in ("ATTENTIONS", "LOW_ATTENTIONS", "STAGES", "FUSIONS", "NORMS", "MASK_SCALES", "REDUCTIONS"):
+        assert name not in source, name
+
+
+def test_the_package_imports_form_no_circle():
+    graph = {_module_name(p): _top_level_imports(p) for p in APSE.rglob("*.py")}
+    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        if state.get(module) == 2:
+            return
+        assert state.get(module) != 1, " -> ".join((*path, module))
+        state[module] = 1
+        for dep in graph[module]:
+            visit(dep, (*path, module))
+        state[module] = 2
+
+    for module in graph:
+        visit(module, ())
+
+
+def test_the_composed_config_stays_flat_and_keeps_its_keys():
+    config = TrainConfig()
+    names = [f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)]
+    assert list(config.to_dict()) == names == [f.name for f in dataclasses.fields(TrainConfig)]
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert run_key(load_config(DEFAULT_BASE).to_dict(), 0, 0) == "31dda4dfc1df"
