@@ -7,7 +7,8 @@
 ``config.section("model")`` gives one on its own). A section is checked by the module that consumes
 it: the model section, :class:`apse.model.ModelConfig`, lives beside the network and checks its own
 fields (:meth:`~apse.model.ModelConfig.check_model`; ``APSENet.from_config`` builds from it), so this
-module imports none of the model's option lists. A registered name (backbone, fusion, loss) is read by
+module imports none of the model's option lists; the loss section, :class:`apse.losses.LossConfig`,
+lives beside the losses (``check_loss``; :func:`apse.losses.build_configured_loss` builds from it). A registered name (backbone, fusion, loss) is read by
 its registry's own lookup (``"lite0"``, ``"GEP"``: :mod:`apse.registry`'s one rule) and stored as the
 registry spells it (``"efficientnet_lite0"``, ``"gep"``). Its defaults are the papers'
 protocol (spec, "Training and evaluation protocol"): ResNet-50 pretrained on ImageNet, SGD with
@@ -59,8 +60,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from apse.checks import NULLS, ConfigError, choice, registered
-from apse.losses import LOSSES, automatic_attention_loss, canonical_loss, loss_entry
+from apse.checks import NULLS, ConfigError, choice
+from apse.losses import LossConfig, loss_names
 from apse.metrics import metric_names
 from apse.model import ModelConfig
 
@@ -68,17 +69,6 @@ from apse.model import ModelConfig
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: Test protocols: test queries against the training gallery, or leave-one-out among the test images.
 PROTOCOLS = ("auto", "split", "loo")
-
-
-@dataclass
-class LossConfig:
-    """The objective: the embedding loss by name, and the attention loss beside it."""
-
-    loss: str = "apse"                         # a registered loss (apse.losses); "apse" = GEP + attention loss
-    lam: float = 0.5                           # L = lam * L_emb + (1 - lam) * L_att
-    attention_loss: Optional[bool] = None      # None = automatic (see module docstring)
-    beta: Optional[float] = None               # GEP beta; None = adaptive beta_ij = exp(-w_ij)
-    loss_options: dict = field(default_factory=dict)   # further build_loss keyword arguments
 
 
 @dataclass
@@ -160,7 +150,7 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), types_[f.name]))
         self.check_model()  # the model section, checked by its owner (apse.model.ModelConfig)
-        self.loss = registered("loss", self.loss, canonical_loss, loss_names())
+        self.check_loss()   # the loss section, by its owner (apse.losses.LossConfig)
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("protocol", self.protocol, PROTOCOLS)
         choice("select_on", self.select_on, metric_names())
@@ -172,10 +162,6 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
             raise ConfigError(f"batches_per_epoch must be positive or null, got {self.batches_per_epoch}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if not 0.0 <= self.lam <= 1.0:
-            raise ConfigError(f"lam must lie in [0, 1], got {self.lam}")
-        if self.beta is not None and not 0.0 <= self.beta <= 1.0:
-            raise ConfigError(f"beta must lie in [0, 1] or be null (adaptive), got {self.beta}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.attention_lr is not None and self.attention_lr <= 0:
@@ -223,19 +209,6 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
                               f"'80/5/15', got {self.split!r}")
         total = sum(parts)
         return tuple(p / total for p in parts)  # type: ignore[return-value]
-
-    def resolved_attention_loss(self, model_has_heads: bool) -> bool:
-        """Whether the attention loss is used, for a model with or without attention heads."""
-        if self.attention_loss is None:
-            return automatic_attention_loss(loss_entry(self.loss).cls, model_has_heads)
-        if self.attention_loss and not model_has_heads:
-            raise ConfigError("attention_loss=true needs a model with attention heads "
-                              "(attention=hierarchical or emotion), but attention=none")
-        return bool(self.attention_loss)
-
-    def embedding_loss_name(self) -> str:
-        """Name for :func:`apse.losses.build_loss` (``"apse"`` is GEP)."""
-        return loss_entry(self.loss).name
 
     def resolved_protocol(self) -> str:
         """Test protocol: ``"split"`` (test queries vs training gallery) or ``"loo"``."""
@@ -360,11 +333,6 @@ def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...])
 
 
 # ---------------------------------------------------------------------- helpers
-def loss_names() -> tuple[str, ...]:
-    """Values of ``loss``: the method's name ``"apse"`` (GEP + attention loss) and every registered loss."""
-    return (*LOSSES.aliases(), *LOSSES)
-
-
 @functools.lru_cache(maxsize=None)
 def _field_types() -> dict[str, Any]:
     # get_type_hints evaluates every annotation (~10 ms); it was called once per field on every validation

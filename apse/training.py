@@ -219,7 +219,7 @@ class Trainer:
         cfg = self.config
         entry = loss_entry(cfg.loss)
         try:
-            self.loss_fn = build_configured_loss(cfg).to(self.device)
+            self.loss_fn = build_configured_loss(cfg, cfg.embedding_dim).to(self.device)
         except TypeError as exc:
             raise ConfigError(f"loss_options do not fit loss {entry.name!r}: {exc}") from None
         if self.loss_fn.needs_confidences and not self.has_heads:

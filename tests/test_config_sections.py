@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from apse.checks import ConfigError
 from apse.config import SECTIONS, TrainConfig, load_config
 from apse.experiments import DEFAULT_BASE, run_key
+from apse.losses import GEPLoss, LossConfig, build_configured_loss, gep_loss
 from apse.model import APSENet, ModelConfig
 
 APSE = Path(__file__).resolve().parents[1] / "apse"
@@ -49,6 +51,26 @@ def test_the_model_section_lives_beside_the_model_and_checks_itself():
     config = TrainConfig(backbone="lite0", pretrained=False, attention_temperature="1", clb_reduce_low="none")
     model = APSENet.from_config(config)   # the values stored as text, converted
     assert model.low_head.temperature == 1.0 and isinstance(model.fuse.reduce_low, torch.nn.Identity)
+
+
+def test_the_loss_section_lives_beside_the_losses_and_beta_is_checked_once():
+    section = LossConfig(loss="GEP", beta=0.25)
+    section.check_loss()
+    assert section.loss == "gep" and SECTIONS["loss"] is LossConfig and isinstance(TrainConfig(), LossConfig)
+    assert build_configured_loss(section, 512).beta == 0.25
+    message = "beta must lie in [0, 1] or be null (adaptive), got 1.5"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TrainConfig(beta=1.5)
+    with pytest.raises(ValueError) as from_module:
+        GEPLoss(beta=1.5)
+    emb = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
+    with pytest.raises(ValueError) as from_function:
+        gep_loss(emb, emb, torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]), None, None, beta=1.5)
+    assert str(from_module.value) == str(from_function.value) == message
+    with pytest.raises(ConfigError, match="lam must lie in"):
+        TrainConfig(lam=2)
+    assert not LossConfig(loss="npair").resolved_attention_loss(True)
+    assert LossConfig(loss="apse").embedding_loss_name() == "gep"
 
 
 def test_config_imports_none_of_the_models_option_lists():

@@ -151,12 +151,17 @@ def test_every_registered_loss_is_an_embedding_loss_built_from_its_signature():
 
 
 def test_the_config_reaches_a_loss_through_the_keywords_its_constructor_names():
-    assert build_configured_loss(TrainConfig(loss="gep", beta=0.3)).beta == 0.3
-    assert build_configured_loss(TrainConfig(loss="apse")).beta is None          # adaptive
-    assert build_configured_loss(TrainConfig(loss="gep", beta=0.3, loss_options={"beta": 0.7})).beta == 0.7
+    def built(**fields):
+        config = TrainConfig(**fields)
+        return build_configured_loss(config.section("loss"), config.embedding_dim)  # the loss section alone
+
+    assert built(loss="gep", beta=0.3).beta == 0.3
+    assert built(loss="apse").beta is None          # adaptive
+    assert built(loss="gep", beta=0.3, loss_options={"beta": 0.7}).beta == 0.7
     # binomial deviance has a beta of its own: the config's unset (None) beta leaves it at its default
-    assert build_configured_loss(TrainConfig(loss="binomial")).beta == 0.5
-    assert build_configured_loss(TrainConfig(loss="softmax", embedding_dim=32)).head.in_features == 32
+    assert built(loss="binomial").beta == 0.5
+    assert built(loss="softmax", embedding_dim=32).head.in_features == 32
+    assert build_configured_loss(TrainConfig(loss="softmax"), 16).head.in_features == 16  # a config is a section
     assert not hasattr(loss_entry("gep"), "config_keys") and not hasattr(loss_entry("softmax"), "takes_embedding_dim")
 
 

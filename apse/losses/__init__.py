@@ -5,7 +5,9 @@ GEP, the attention loss), :mod:`~apse.losses.tuples` (those as modules over a ba
 :mod:`~apse.losses.baselines` (softmax, contrastive, triplet, center, ... over any batch),
 :mod:`~apse.losses.base` (:class:`EmbeddingLoss`, the base class whose attributes say what a loss
 needs, and the one rule of the automatic attention loss), :mod:`~apse.losses.registry` (every loss
-by name: :func:`build_loss`, :func:`register_loss`) and :mod:`~apse.losses.objective` (the total ``lam L_emb + (1 - lam) L_att``).
+by name: :func:`build_loss`, :func:`register_loss`), :mod:`~apse.losses.config` (the loss section of
+a training config, :class:`LossConfig`, and :func:`build_configured_loss`) and
+:mod:`~apse.losses.objective` (the total ``lam L_emb + (1 - lam) L_att``).
 
 Every loss module is called as ``loss(embeddings, labels, polarity_confidence=None,
 emotion_confidence=None)`` and returns a scalar (as in pytorch-metric-learning, one call signature
@@ -18,8 +20,9 @@ from apse.losses.functional import (apse_objective, attention_loss, ep_loss, gen
                                     inter_polarity_loss, intra_polarity_loss, npair_loss, split_into_tuples,
                                     wep_loss, wep_weights)
 from apse.losses.objective import APSEObjective, TrainStep
-from apse.losses.registry import (ALIASES, LOSS_NAMES, LOSSES, LossEntry, build_configured_loss, build_loss,
-                                  canonical_loss, loss_entry, register_loss)
+from apse.losses.registry import (ALIASES, LOSS_NAMES, LOSSES, LossEntry, build_loss, canonical_loss, loss_entry,
+                                  register_loss)
+from apse.losses.config import LossConfig, build_configured_loss, loss_names
 from apse.losses.tuples import EPLoss, GEPLoss, NPairLoss, WEPLoss
 
 __all__ = [
@@ -29,5 +32,5 @@ __all__ = [
     "CenterLoss", "BinomialDevianceLoss", "ArcFaceLoss", "SphereFaceLoss", "FastAPLoss",
     "SoftTripleLoss", "YangLoss", "build_loss", "build_configured_loss", "register_loss", "loss_entry",
     "LossEntry", "LOSSES", "ALIASES", "LOSS_NAMES", "APSEObjective", "TrainStep", "EmbeddingLoss",
-    "automatic_attention_loss", "constructor_keywords", "canonical_loss",
+    "automatic_attention_loss", "constructor_keywords", "canonical_loss", "LossConfig", "loss_names",
 ]

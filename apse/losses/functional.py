@@ -32,7 +32,7 @@ from apse.emotions import EMOTIONS, NUM_EMOTIONS
 
 __all__ = [
     "npair_loss", "inter_polarity_loss", "intra_polarity_loss", "ep_loss", "wep_weights", "wep_loss",
-    "generate_negatives", "gep_loss", "attention_loss", "split_into_tuples", "apse_objective",
+    "generate_negatives", "gep_loss", "check_beta", "attention_loss", "split_into_tuples", "apse_objective",
 ]
 
 _EPS = 1e-12  # guards a squared distance before its square root (so d >= 1e-6)
@@ -187,13 +187,22 @@ def wep_loss(anchors: torch.Tensor, positives: torch.Tensor, polarity: torch.Ten
     return inter + intra
 
 
+def check_beta(beta: float | None) -> float | None:
+    """GEP's beta as a float, or None (the adaptive beta_ij = exp(-w_ij)); ValueError unless it lies in
+    [0, 1]. The one check of beta: the per-tuple loss, :class:`~apse.losses.GEPLoss` and the loss
+    section of a config (:class:`~apse.losses.LossConfig`) all call it."""
+    if beta is None:
+        return None
+    value = float(beta)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1] or be null (adaptive), got {beta}")
+    return value
+
+
 def _gep_beta(ce_anchor, ce_pos, beta, n, device, dtype) -> torch.Tensor:
     """beta_ij as an (N, N) detached tensor: fixed, or exp(-w_ij) with w_ij = exp(ce_a[i,j]) exp(ce_p[j,i])."""
     if beta is not None:
-        beta = float(beta)
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"a fixed GEP beta must lie in [0, 1], got {beta}")
-        return torch.full((n, n), beta, device=device, dtype=dtype)
+        return torch.full((n, n), check_beta(beta), device=device, dtype=dtype)
     _check_conf("ce_anchor", ce_anchor, (n, n))
     _check_conf("ce_pos", ce_pos, (n, n))
     w = torch.exp(ce_anchor.detach().to(device, dtype) + ce_pos.detach().to(device, dtype).T)  # TMM Eq. 11

@@ -18,8 +18,8 @@ from apse.losses.baselines import (ArcFaceLoss, BinomialDevianceLoss, CenterLoss
 from apse.losses.tuples import EPLoss, GEPLoss, NPairLoss, WEPLoss
 from apse.registry import Registry
 
-__all__ = ["LossEntry", "LOSSES", "ALIASES", "register_loss", "build_loss", "build_configured_loss", "loss_entry",
-           "canonical_loss", "LOSS_NAMES"]
+__all__ = ["LossEntry", "LOSSES", "ALIASES", "register_loss", "build_loss", "loss_entry", "canonical_loss",
+           "LOSS_NAMES"]
 
 
 @dataclass(frozen=True)
@@ -74,16 +74,6 @@ def build_loss(name: str, embedding_dim: int = 512, **kwargs) -> EmbeddingLoss:
         raise ValueError(f"unknown loss {name!r}; valid names are: {', '.join(LOSSES)}")
     cls = LOSSES[key].cls
     return cls(**constructor_keywords(cls, {"embedding_dim": embedding_dim}), **kwargs)
-
-
-def build_configured_loss(config) -> EmbeddingLoss:
-    """The loss a training config names (``config.loss``, an alias resolved), built with the config
-    values its constructor names (``embedding_dim``; the loss section's ``beta`` for GEP; a value left
-    at None keeps the constructor's default) and ``loss_options`` (which win over those values)."""
-    entry = loss_entry(config.loss)
-    section = {k: v for k, v in vars(config.section("loss")).items() if k not in ("loss", "loss_options")}
-    values = {"embedding_dim": config.embedding_dim, **section}
-    return entry.cls(**{**constructor_keywords(entry.cls, values), **config.loss_options})
 
 
 register_loss("npair", NPairLoss)

@@ -11,7 +11,7 @@ import torch
 
 from apse.emotions import NUM_EMOTIONS, polarity_labels
 from apse.losses.base import EmbeddingLoss
-from apse.losses.functional import ep_loss, gep_loss, npair_loss, split_into_tuples, wep_loss
+from apse.losses.functional import check_beta, ep_loss, gep_loss, npair_loss, split_into_tuples, wep_loss
 
 __all__ = ["NPairLoss", "EPLoss", "WEPLoss", "GEPLoss"]
 
@@ -95,9 +95,7 @@ class GEPLoss(_TupleLoss):
 
     def __init__(self, beta: float | None = None):
         super().__init__()
-        if beta is not None and not 0.0 <= float(beta) <= 1.0:
-            raise ValueError(f"GEPLoss beta must be None (adaptive) or a float in [0, 1], got {beta}")
-        self.beta = None if beta is None else float(beta)
+        self.beta = check_beta(beta)
         self.needs_confidences = self.beta is None
 
     def _check_confidences(self, pc, ec) -> None:

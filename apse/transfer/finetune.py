@@ -106,7 +106,7 @@ def fine_tune(model: nn.Module, fi_config, features, labels, train_idx: Sequence
                 head.requires_grad_(False)
         emb_loss = None
     else:
-        emb_loss = build_configured_loss(fi_config)
+        emb_loss = build_configured_loss(fi_config, fi_config.embedding_dim)
     use_att = net.attention != "none"
     objective = None if emb_loss is None else APSEObjective(emb_loss, use_att, s.lam)
     params = [p for p in net.parameters() if p.requires_grad]
