@@ -1,8 +1,9 @@
 """Training configuration: one dataclass, loaded from YAML and adjusted with ``key=value`` overrides.
 
 :class:`TrainConfig` is the only place a training run's settings live, in one section per concern:
-:class:`ModelConfig` (APSENet's arguments), :class:`LossConfig`, :class:`OptimConfig`,
-:class:`ImageConfig`, :class:`RunConfig` and :class:`ProtocolConfig`, joined into one flat dataclass
+:class:`ModelConfig` (APSENet's arguments, :mod:`apse.model`), :class:`LossConfig` (:mod:`apse.losses`),
+:class:`OptimConfig` (:mod:`apse.optim`), :class:`ImageConfig`, :class:`RunConfig` and
+:class:`ProtocolConfig`, joined into one flat dataclass
 (so that YAML files, ``key=value`` overrides and stored configs stay one mapping of names to values;
 ``config.section("model")`` gives one on its own). A section is checked by the module that consumes
 it: the model section, :class:`apse.model.ModelConfig`, lives beside the network and checks its own
@@ -56,7 +57,7 @@ import functools
 import os
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -64,34 +65,10 @@ from apse.checks import NULLS, ConfigError, choice
 from apse.losses import LossConfig, loss_names
 from apse.metrics import metric_names
 from apse.model import ModelConfig
+from apse.optim import OPTIMIZERS, OptimConfig
 
-#: Optimisers :func:`apse.training.build_optimizer` builds.
-OPTIMIZERS = ("sgd", "adam", "adamw")
 #: Test protocols: test queries against the training gallery, or leave-one-out among the test images.
 PROTOCOLS = ("auto", "split", "loo")
-
-
-@dataclass
-class OptimConfig:
-    """The optimiser, its learning rates and schedule, the batches and the fine-tuning switches."""
-
-    optimizer: str = "sgd"
-    lr: float = 1e-3
-    attention_lr: Optional[float] = None       # lr of the attention heads' 1x1 convs; None = lr
-    backbone_lr: Optional[float] = None        # lr of a fine-tuned backbone; None = lr (the papers')
-    freeze_bn: bool = False                    # fine-tuning: backbone BatchNorm keeps ImageNet statistics
-    warmup_epochs: int = 0                     # fine-tuning: first epochs train the new layers only
-    probe_epochs: int = 0                      # fine-tuning: new layers first, on cached frozen features
-    probe_lr: Optional[float] = None           # lr of those probe epochs (constant); None = lr
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_step: int = 40                          # StepLR step size, epochs
-    lr_gamma: float = 0.1
-    epochs: int = 100
-    classes_per_batch: int = 8
-    samples_per_class: int = 4
-    batches_per_epoch: Optional[int] = None    # None = one pass over the training images
-    grad_clip: Optional[float] = None          # max gradient norm; None = no clipping (the papers')
 
 
 @dataclass
@@ -151,32 +128,18 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), types_[f.name]))
         self.check_model()  # the model section, checked by its owner (apse.model.ModelConfig)
         self.check_loss()   # the loss section, by its owner (apse.losses.LossConfig)
-        choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.check_optim()  # the optimisation section, by its owner (apse.optim.OptimConfig)
         choice("protocol", self.protocol, PROTOCOLS)
         choice("select_on", self.select_on, metric_names())
-        for name in ("epochs", "classes_per_batch", "samples_per_class", "image_size",
-                     "resize", "lr_step", "eval_every", "batch_size_eval"):
+        for name in ("classes_per_batch", "samples_per_class", "image_size", "resize", "eval_every",
+                     "batch_size_eval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
             raise ConfigError(f"batches_per_epoch must be positive or null, got {self.batches_per_epoch}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if self.attention_lr is not None and self.attention_lr <= 0:
-            raise ConfigError(f"attention_lr must be positive or null, got {self.attention_lr}")
-        if self.backbone_lr is not None and self.backbone_lr < 0:
-            raise ConfigError(f"backbone_lr must be >= 0 or null, got {self.backbone_lr}")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise ConfigError(f"warmup_epochs must lie in 0..epochs-1 ({self.epochs - 1}), got "
-                              f"{self.warmup_epochs}")
-        if self.probe_epochs < 0:
-            raise ConfigError(f"probe_epochs must be >= 0, got {self.probe_epochs}")
-        if self.probe_lr is not None and self.probe_lr <= 0:
-            raise ConfigError(f"probe_lr must be positive or null, got {self.probe_lr}")
-        if self.cache_features and (self.backbone_lr is not None or self.freeze_bn or self.warmup_epochs
-                                    or self.probe_epochs):
+        if self.cache_features and self.fine_tunes_backbone():  # the run section against the optimisation's
             raise ConfigError("backbone_lr, freeze_bn, warmup_epochs and probe_epochs fine-tune the "
                               "backbone; with cache_features=true it is frozen: set cache_features=false")
         if self.image_size > self.resize:

@@ -61,12 +61,14 @@ from apse.io import atomic_save, json_safe, write_json
 from apse.losses import APSEObjective, TrainStep, build_configured_loss, constructor_keywords, loss_entry
 from apse.progress import progress_bar
 from apse.metrics import higher_is_better
+from apse.optim import build_optimizer
 from apse.provenance import dataset_fingerprint, environment, portable_config, portable_path, portable_source
 from apse.rng import derived_seed, rng_states, seed_everything, set_rng_states
 from apse.training_data import RunData, cached_features, prepare_data, with_transform
 
-# load_model, build_model, the file names and the path helpers are re-exported: they are what a user
-# of a training run needs next to train() (their homes: apse.checkpoints, apse.provenance).
+# load_model, build_model, build_optimizer, the file names and the path helpers are re-exported: they
+# are what a user of a training run needs next to train() (their homes: apse.checkpoints, apse.optim,
+# apse.provenance).
 __all__ = ["Trainer", "train", "TrainStep", "build_optimizer", "TrainingDiverged", "load_model", "build_model",
            "resolve_device", "portable_path", "portable_config", "dataset_fingerprint", "CHECKPOINT_NAME",
            "MODEL_NAME", "RESULTS_NAME"]
@@ -74,15 +76,6 @@ __all__ = ["Trainer", "train", "TrainStep", "build_optimizer", "TrainingDiverged
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
-
-
-def build_optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
-    """The config's optimiser over ``params`` (a list of tensors or of parameter groups) at ``lr``."""
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
 
 
 def _run_field(name: str) -> property:

@@ -15,6 +15,7 @@ from apse.config import SECTIONS, TrainConfig, load_config
 from apse.experiments import DEFAULT_BASE, run_key
 from apse.losses import GEPLoss, LossConfig, build_configured_loss, gep_loss
 from apse.model import APSENet, ModelConfig
+from apse.optim import OptimConfig, build_optimizer
 
 APSE = Path(__file__).resolve().parents[1] / "apse"
 
@@ -73,9 +74,21 @@ def test_the_loss_section_lives_beside_the_losses_and_beta_is_checked_once():
     assert LossConfig(loss="apse").embedding_loss_name() == "gep"
 
 
+def test_the_optimisation_section_checks_itself_and_builds_the_optimiser_alone():
+    section = OptimConfig(optimizer="adamw", weight_decay=0.01)
+    section.check_optim()
+    optimizer = build_optimizer(section, [torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["weight_decay"] == 0.01
+    with pytest.raises(ConfigError, match="warmup_epochs must lie in 0..epochs-1"):
+        OptimConfig(epochs=3, warmup_epochs=3).check_optim()
+    assert SECTIONS["optim"] is OptimConfig and not OptimConfig().fine_tunes_backbone()
+    with pytest.raises(ConfigError, match="with cache_features=true it is frozen"):   # a rule across sections
+        TrainConfig(cache_features=True, probe_epochs=2)
+
+
 def test_config_imports_none_of_the_models_option_lists():
     imported = _top_level_imports(APSE / "config.py")
-    assert imported <= {"apse.checks", "apse.losses", "apse.metrics", "apse.model"}, imported
+    assert imported <= {"apse.checks", "apse.losses", "apse.metrics", "apse.model", "apse.optim"}, imported
     source = (APSE / "config.py").read_text()
     for name in ("ATTENTIONS", "LOW_ATTENTIONS", "STAGES", "FUSIONS", "NORMS", "MASK_SCALES", "REDUCTIONS"):
         assert name not in source, name

@@ -158,7 +158,7 @@ OWNERS = {
     '"mAP8", "mAP2", "NN", "FT"': None,                      # metrics: registered one by one
     '"apse", "gep"': None,                                   # losses: registered one by one
     '"npair", "ep", "wep"': None,
-    '"sgd", "adam", "adamw"': "config.py",
+    '"sgd", "adam", "adamw"': "optim.py",
     '0.485, 0.456, 0.406': "backbones/base.py",
 }
 
