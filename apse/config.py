@@ -3,7 +3,7 @@
 :class:`TrainConfig` is the only place a training run's settings live, in one section per concern:
 :class:`ModelConfig` (APSENet's arguments, :mod:`apse.model`), :class:`LossConfig` (:mod:`apse.losses`),
 :class:`OptimConfig` (:mod:`apse.optim`), :class:`ImageConfig`, :class:`RunConfig` and
-:class:`ProtocolConfig`, joined into one flat dataclass
+:class:`ProtocolConfig` (:mod:`apse.protocol`), joined into one flat dataclass
 (so that YAML files, ``key=value`` overrides and stored configs stay one mapping of names to values;
 ``config.section("model")`` gives one on its own). A section is checked by the module that consumes
 it: the model section, :class:`apse.model.ModelConfig`, lives beside the network and checks its own
@@ -63,12 +63,10 @@ from typing import Any, Optional, Union
 
 from apse.checks import NULLS, ConfigError, choice
 from apse.losses import LossConfig, loss_names
-from apse.metrics import metric_names
 from apse.model import ModelConfig
 from apse.optim import OPTIMIZERS, OptimConfig
+from apse.protocol import PROTOCOLS, ProtocolConfig
 
-#: Test protocols: test queries against the training gallery, or leave-one-out among the test images.
-PROTOCOLS = ("auto", "split", "loo")
 
 
 @dataclass
@@ -95,20 +93,6 @@ class RunConfig:
     batch_size_eval: int = 64                  # batch size for embedding evaluation sets
 
 
-@dataclass
-class ProtocolConfig:
-    """The evaluation protocol: the split or fold, the test protocol, the validation metric."""
-
-    split: str = "80/5/15"                     # train/val/test percentages (FI protocol)
-    split_seed: int = 0
-    train_fraction: float = 1.0                # learning curves: keep this share of each class's training images
-    folds: Optional[int] = None                # k of a k-fold protocol (None = random split)
-    fold: Optional[int] = None                 # which fold is held out (0..folds-1)
-    protocol: str = "auto"                     # test protocol: "split" | "loo"; auto = loo for folds
-    eval_every: int = 1                        # validate every n epochs (and after the last)
-    select_on: str = "mAP8"                    # validation metric that chooses the epoch
-
-
 # The sections are joined by inheritance: a dataclass lists its bases' fields first, deepest base
 # first, so the reversed order below keeps the fields (and so to_dict, YAML files and run keys) in the
 # order model, loss, optimisation, images, run, protocol.
@@ -129,10 +113,8 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
         self.check_model()  # the model section, checked by its owner (apse.model.ModelConfig)
         self.check_loss()   # the loss section, by its owner (apse.losses.LossConfig)
         self.check_optim()  # the optimisation section, by its owner (apse.optim.OptimConfig)
-        choice("protocol", self.protocol, PROTOCOLS)
-        choice("select_on", self.select_on, metric_names())
-        for name in ("classes_per_batch", "samples_per_class", "image_size", "resize", "eval_every",
-                     "batch_size_eval"):
+        self.check_protocol()  # the protocol section, by its owner (apse.protocol.ProtocolConfig)
+        for name in ("classes_per_batch", "samples_per_class", "image_size", "resize", "batch_size_eval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
@@ -147,37 +129,7 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
         if self.samples_per_class % 2:
             raise ConfigError("samples_per_class must be even: images 1-2, 3-4, ... of each emotion form "
                               f"anchor/positive pairs, got {self.samples_per_class}")
-        self.split_fractions()  # validates the split string
-        if not 0.0 < self.train_fraction <= 1.0:
-            raise ConfigError(f"train_fraction must lie in (0, 1], got {self.train_fraction}")
-        if self.folds is not None:
-            if self.folds < 2:
-                raise ConfigError(f"folds must be at least 2, got {self.folds}")
-            if self.fold is None or not 0 <= self.fold < self.folds:
-                raise ConfigError(f"fold must be in 0..{self.folds - 1} when folds={self.folds}, "
-                                  f"got {self.fold}")
-        elif self.fold is not None:
-            raise ConfigError("fold is set but folds is not; set both (e.g. folds=5 fold=0)")
         return self
-
-    def split_fractions(self) -> tuple[float, float, float]:
-        """The ``split`` string (e.g. ``"80/5/15"``) as train/val/test fractions summing to 1."""
-        text = str(self.split).replace(",", "/").replace(" ", "")
-        try:
-            parts = tuple(float(p) for p in text.split("/"))
-        except ValueError:
-            parts = ()
-        if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) <= 0 or parts[0] <= 0:
-            raise ConfigError(f"split must be three non-negative train/val/test shares such as "
-                              f"'80/5/15', got {self.split!r}")
-        total = sum(parts)
-        return tuple(p / total for p in parts)  # type: ignore[return-value]
-
-    def resolved_protocol(self) -> str:
-        """Test protocol: ``"split"`` (test queries vs training gallery) or ``"loo"``."""
-        if self.protocol != "auto":
-            return self.protocol
-        return "loo" if self.folds is not None else "split"
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from apse.data.decoded import DEFAULT_MAX_BYTES, DecodedImages, decode_cache_ena
 from apse.distributed import DistInfo
 from apse.evaluation import GatheredBatches
 from apse.io import atomic_write
+from apse.protocol import ProtocolConfig
 from apse.provenance import cache_root, dataset_fingerprint
 
 __all__ = ["MIN_PER_CLASS", "RunData", "prepare_data", "open_dataset", "split_indices", "feature_cache_path", "with_transform"]
@@ -63,9 +64,10 @@ def open_dataset(data: Any) -> tuple[Dataset, str]:
 MIN_PER_CLASS = 2
 
 
-def split_indices(config: TrainConfig, labels: list[int],
+def split_indices(config: ProtocolConfig, labels: list[int],
                   sources: list[str] | None = None) -> dict[str, list[int]]:
-    """Indices of the train, val and test images under the config's protocol (``split``, ``folds``).
+    """Indices of the train, val and test images under a protocol section (``split``, ``folds``; a
+    training config is one).
 
     ``sources`` (a pooled data set's source of each image): the split is made within each source by
     the same rule as for that source alone, so a source's held-out images are the same as in a run on
@@ -88,7 +90,7 @@ def split_indices(config: TrainConfig, labels: list[int],
     return parts
 
 
-def _split_one(config: TrainConfig, labels: list[int]) -> dict[str, list[int]]:
+def _split_one(config: ProtocolConfig, labels: list[int]) -> dict[str, list[int]]:
     fractions = config.split_fractions()
     if config.folds is None:
         parts = stratified_split(labels, fractions=fractions, seed=config.split_seed)

@@ -16,6 +16,8 @@ from apse.experiments import DEFAULT_BASE, run_key
 from apse.losses import GEPLoss, LossConfig, build_configured_loss, gep_loss
 from apse.model import APSENet, ModelConfig
 from apse.optim import OptimConfig, build_optimizer
+from apse.protocol import ProtocolConfig
+from apse.training_data import split_indices
 
 APSE = Path(__file__).resolve().parents[1] / "apse"
 
@@ -86,9 +88,23 @@ def test_the_optimisation_section_checks_itself_and_builds_the_optimiser_alone()
         TrainConfig(cache_features=True, probe_epochs=2)
 
 
+def test_the_protocol_section_checks_itself_and_is_all_the_split_reads():
+    section = ProtocolConfig(folds=5, fold=1, select_on="map8")
+    section.check_protocol()
+    assert section.select_on == "mAP8" and section.resolved_protocol() == "loo"
+    labels = [i % 8 for i in range(80)]
+    assert split_indices(section, labels) == split_indices(TrainConfig(folds=5, fold=1), labels)
+    with pytest.raises(ConfigError, match="fold must be in 0..4"):
+        ProtocolConfig(folds=5, fold=5).check_protocol()
+    with pytest.raises(ConfigError, match="select_on must be one of"):
+        ProtocolConfig(select_on="P@10").check_protocol()
+    assert SECTIONS["protocol"] is ProtocolConfig
+
+
 def test_config_imports_none_of_the_models_option_lists():
     imported = _top_level_imports(APSE / "config.py")
-    assert imported <= {"apse.checks", "apse.losses", "apse.metrics", "apse.model", "apse.optim"}, imported
+    assert imported <= {"apse.checks", "apse.losses", "apse.metrics", "apse.model", "apse.optim",
+                        "apse.protocol"}, imported
     source = (APSE / "config.py").read_text()
     for name in ("ATTENTIONS", "LOW_ATTENTIONS", "STAGES", "FUSIONS", "NORMS", "MASK_SCALES", "REDUCTIONS"):
         assert name not in source, name
