@@ -125,3 +125,23 @@ def test_regime_ends_agree_with_the_answers_forest_frame():
     assert full.gap == pytest.approx(line["mean"], abs=1e-9)
     # only the fractions that ran fine-tuned, each source against itself
     assert set(ends.fraction) == {0.125, 1.0} and (ends.queries == ends["training data"]).all()
+
+
+def test_flickrldl_floors_pair_softmax_with_both_rows_per_regime(tmp_path):
+    from apse.experiments.scale import flickrldl_floors
+
+    def metrics(variant, fold):
+        npair = 0.5 + 0.01 * fold
+        value = {"npair": npair, "softmax": npair + 0.03,
+                 # APSE + GEP beats softmax on fold 0 only
+                 "apse-gep": npair + 0.03 + (0.02 if fold == 0 else -0.06)}.get(variant.name, 0.4)
+        return {"test_metrics": {"mAP8": value, "mAP2": value + 0.3}}
+
+    write_records(tmp_path, "flickrldl", metrics)
+    facts = flickrldl_floors(tmp_path)
+    assert facts["fl_softmax_frozen_mAP8"] == "+0.030 ± 0.000"
+    assert facts["fl_softmax_frozen_mAP8_won"] == "5 of 5"
+    # differences +0.02, -0.06 x 4: mean -0.044, sample std 0.0358, standard error 0.016
+    assert facts["fl_gep_softmax_frozen_mAP8"] == "-0.044 ± 0.016"
+    assert facts["fl_gep_softmax_frozen_mAP8_won"] == "1 of 5"
+    assert not any("finetune" in k for k in facts)  # no fine-tuned runs: that regime is left out

@@ -37,7 +37,8 @@ from apse.experiments.stats import mean_std, paired_difference, unsigned_zero
 from apse.experiments.tables import CURVE_DATA, get_experiment
 
 __all__ = ["ROW_LABELS", "split_counts", "curve_frame", "curve_summary", "gap_summary", "gap_trend", "pooling_table",
-           "plot_learning_curves", "tuning_table", "tuned_pairs", "headline", "t_interval", "regime_ends"]
+           "plot_learning_curves", "tuning_table", "tuned_pairs", "headline", "t_interval", "regime_ends",
+           "flickrldl_floors"]
 
 #: The curves' rows, as the chapter names them.
 ROW_LABELS = {"npair": "N-pair, SO (floor)", "ep-so": "EP, SO", "apse-gep": "APSE + GEP"}
@@ -311,6 +312,25 @@ def _trend_word(low: float, high: float) -> str:
     return "does not move measurably"
 
 
+def flickrldl_floors(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> dict[str, str]:
+    """The second linear floor on FlickrLDL's key rows, per regime that ran both heads: softmax
+    minus N-pair (``fl_softmax_{regime}_{metric}`` and ``..._won``, mAP8 and mAP2) and APSE + GEP
+    minus softmax (``fl_gep_softmax_{regime}_mAP8``), as text for the chapter's glue and the README
+    (mean ± standard error over the folds, "k of n" folds where the first row is better). A regime
+    without both runs is left out."""
+    from apse.experiments.pages import pair_facts
+
+    facts: dict[str, str] = {}
+    for regime in ("frozen", "finetune"):
+        pairs = {f"fl_softmax_{regime}": (("softmax", regime), ("npair", regime)),
+                 f"fl_gep_softmax_{regime}": (("apse-gep", regime), ("softmax", regime))}
+        try:
+            facts.update(pair_facts("flickrldl", pairs, results_dir=results_dir))
+        except (ValueError, KeyError, FileNotFoundError):
+            continue  # this regime lacks one of the rows
+    return facts
+
+
 def headline(frame: pd.DataFrame, tuned: pd.DataFrame | None = None,
              results_dir: str | os.PathLike = DEFAULT_RESULTS) -> dict[str, str]:
     """The numbers the chapter's conclusion quotes, as text (for myst-nb's ``glue``), with every
@@ -380,6 +400,17 @@ def readme_markdown(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> str:
         parts.append(f"With an equal tuning budget (12 trials each, chosen on validation), tuned APSE + GEP "
                      f"minus tuned N-pair is {f['tuned_gap']} mAP8 ({f['tuned_won']} folds) and "
                      f"{f['tuned_gap2']} mAP2 ({f['tuned_won2']}).")
+    floors = flickrldl_floors(results_dir)
+    if floors:
+        said = {"frozen": "frozen", "finetune": "fine-tuned"}
+        regimes = [r for r in ("frozen", "finetune") if f"fl_softmax_{r}_mAP8" in floors]
+        parts.append("On FlickrLDL's key rows the second linear floor, softmax, minus N-pair is "
+                     + " and ".join(f"{floors[f'fl_softmax_{r}_mAP8']} mAP8 {said[r]} "
+                                    f"({floors[f'fl_softmax_{r}_mAP8_won']} folds)" for r in regimes)
+                     + "; APSE + GEP minus softmax is "
+                     + " and ".join(f"{floors[f'fl_gep_softmax_{r}_mAP8']} mAP8 {said[r]} "
+                                    f"({floors[f'fl_gep_softmax_{r}_mAP8_won']})" for r in regimes)
+                     + ".")
     ends = regime_ends(results_dir)
     if len(ends):
         ft = ends[(ends.regime == "fine-tuned") & (ends.metric == "mAP8")].sort_values("n_train")
