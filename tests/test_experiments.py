@@ -507,3 +507,23 @@ def test_the_figures_heads_report_is_the_run_records_attention_report():
     assert 0.5 <= heads["polarity_max_confidence_mean"] <= 1 and 0.125 <= heads["emotion_max_confidence_mean"] <= 1
     low, high = heads["polarity_confidence_range"]
     assert 0 <= low <= high <= 1 and heads["emotion_logit_std"] > 0
+
+
+def test_a_run_record_says_where_it_ran(tmp_path):
+    """Same key, other torch build or CPU: other last digits (chapter 13), so each record names its
+    torch version, thread count and CPU; none of it enters the key."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ex.run_experiment("core", folds=1, only=["npair"], force=True, results_dir=tmp_path / "results",
+                          execute=_stub([]), log=lambda m: None)
+    finally:
+        torch.set_num_threads(before)
+    (path,) = (tmp_path / "results" / "core" / "runs").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["machine"]["torch_version"] == torch.__version__
+    assert record["machine"]["threads"] == 1 and record["machine"]["cpu"]
+    spec = next(s for s in ex.experiment_specs("core", folds=1) if s.variant.name == "npair")
+    assert record["key"] == spec.key

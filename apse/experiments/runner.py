@@ -50,6 +50,21 @@ class _Context:
         return self._dataset
 
 
+def machine() -> dict[str, Any]:
+    """Where a run's numbers were computed: the torch build, its threads and the CPU. A run record
+    keeps it (``machine``), no part of its key: the same key on another torch build or CPU can give
+    other last digits, and rows that train attention heads carry those through 20 epochs to the
+    third decimal of mAP8 (chapter 13 measured it), so a record must say where it ran."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"torch_version": torch.__version__, "threads": _threads(), "cpu": cpu,
+            "python_version": platform.python_version()}
+
+
 def _round(metrics: dict | None, digits: int = 6) -> dict | None:
     if metrics is None:
         return None
@@ -158,7 +173,7 @@ def run_experiment(name: str, *, folds: int | None = None, seeds: Sequence[int] 
                   **data_key(experiment.data),
                   "fold": spec.fold, "seed": spec.seed, "key": spec.key, "untrained": spec.variant.untrained,
                   "config": portable_config(spec.config.to_dict()), **result,
-                  "code_hash": code_hash(), "runner_version": RUNNER_VERSION,
+                  "code_hash": code_hash(), "runner_version": RUNNER_VERSION, "machine": machine(),
                   "created": time.strftime("%Y-%m-%d %H:%M:%S")}
         record.setdefault("wall_time_s", round(time.time() - t0, 2))
         write_json(path, record)
