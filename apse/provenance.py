@@ -1,5 +1,6 @@
 """Where a run came from, written so that it means the same on another machine: portable paths
-(the repository, the data root, the cache folder), the dataset fingerprint and the git commit.
+(the repository, the data root, the cache folder), the dataset fingerprint and the git commit; and
+:class:`RunRecord`, the record of a run that carries them.
 """
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
 __all__ = ["cache_root", "portable_path", "portable_config", "portable_source", "dataset_fingerprint",
-           "git_commit", "code_hash", "environment"]
+           "git_commit", "code_hash", "environment", "RunRecord"]
 
 
 def dataset_fingerprint(samples: Sequence[tuple[str, int]]) -> str:
@@ -115,3 +118,53 @@ def environment() -> dict[str, str | None]:
 
     return {"torch_version": torch.__version__, "python_version": platform.python_version(),
             "apse_version": getattr(apse, "__version__", None), "git_commit": git_commit()}
+
+
+@dataclass(frozen=True)
+class RunRecord(Mapping):
+    """The record of one run, what :meth:`apse.training.Trainer.fit` and
+    :meth:`~apse.training.Trainer.evaluate_untrained` both return and write as ``results.json``
+    (:meth:`to_dict`, in this field order); an untrained run is one with ``chosen_epoch`` 0, an empty
+    history and ``selection["on"] == "untrained"``. A read-only mapping too, so that
+    ``record["test_metrics"]`` reads as the dict it replaces."""
+
+    config: dict                               # portable_config(TrainConfig.to_dict())
+    data: dict                                 # name, fingerprint, images, split sizes, fold, folds
+    history: list                              # one entry per trained epoch
+    probe: Optional[dict]                      # the probe stage (probe_epochs), if any
+    selection: dict                            # metric, on ("val" | "untrained" | "last epoch ..."), lower_is_better
+    chosen_epoch: int
+    val_metrics: Optional[dict]
+    test_protocol: str
+    test_metrics: Optional[dict]
+    test_metrics_by_source: Optional[dict]
+    attention_loss_used: bool
+    weights_source: str
+    wall_time_s: float                         # setup + feature extraction + training + test
+    train_time_s: float
+    test_time_s: float
+    feature_extraction_s: Optional[float]
+    feature_cache: Optional[str]
+    device: str
+    world_size: int
+    amp: bool
+    environment: dict = field(default_factory=environment)   # torch, python, apse versions, git commit
+
+    @property
+    def untrained(self) -> bool:
+        """Whether the record scores a model never trained (the experiments' random-projection floor)."""
+        return self.selection.get("on") == "untrained"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as ``results.json`` holds it: the fields in order, the environment's keys last."""
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "environment"}
+        return {**record, **self.environment}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())

@@ -19,7 +19,9 @@ sub-folder per emotion) and an output folder, and
 6. writes ``checkpoint.pt`` atomically after every epoch (model, optimiser, scheduler, RNG states,
    history, config, best model so far) so that ``resume=True`` continues a killed run to exactly the
    result of an uninterrupted one, and at the end ``model.pt`` (chosen model + config) and
-   ``results.json`` (config, history, chosen epoch, test metrics, wall time, versions).
+   ``results.json`` (config, history, chosen epoch, test metrics, wall time, versions): the
+   :class:`~apse.provenance.RunRecord` that :meth:`Trainer.fit` returns, and an untrained run's
+   (:meth:`Trainer.evaluate_untrained`) too.
 
 Everything written is plain tensors and Python containers: ``torch.load(path, weights_only=True)``
 reads it, no pickled code. :func:`load_model` turns ``model.pt`` or ``checkpoint.pt`` back into a model.
@@ -62,7 +64,8 @@ from apse.losses import APSEObjective, TrainStep, build_configured_loss, constru
 from apse.progress import progress_bar
 from apse.metrics import higher_is_better
 from apse.optim import build_optimizer
-from apse.provenance import dataset_fingerprint, environment, portable_config, portable_path, portable_source
+from apse.provenance import (RunRecord, dataset_fingerprint, environment, portable_config, portable_path,
+                             portable_source)
 from apse.rng import derived_seed, rng_states, seed_everything, set_rng_states
 from apse.training_data import RunData, cached_features, prepare_data, with_transform
 
@@ -429,8 +432,8 @@ class Trainer:
         # strict improvement: ties keep the earlier epoch
         return new > old if higher_is_better(name) else new < old
 
-    def fit(self) -> dict[str, Any]:
-        """Train, select, test once, write model.pt and results.json; returns the results dict."""
+    def fit(self) -> RunRecord:
+        """Train, select, test once, write model.pt and results.json; returns the run's record."""
         self.setup()
         cfg = self.config
         t_start = time.time()
@@ -466,7 +469,7 @@ class Trainer:
         # train_time_s: this session's epochs; wall_time_s: every session, setup and extraction included
         return self._finish(time.time() - t_start, self.elapsed_before + time.time() - self._t_init)
 
-    def evaluate_untrained(self) -> dict[str, Any]:
+    def evaluate_untrained(self) -> RunRecord:
         """The record of the model as built and never trained (epoch 0), the same record :meth:`fit`
         returns and writes: its val and test scores are the initialisation's (the experiments' random-
         projection floor)."""
@@ -474,7 +477,7 @@ class Trainer:
         self.best = {"epoch": 0, "metrics": self.validate(), "model": cpu_state(self.model)}
         return self._finish(0.0, self.elapsed_before + time.time() - self._t_init)
 
-    def _finish(self, train_seconds: float, wall_seconds: float) -> dict[str, Any]:
+    def _finish(self, train_seconds: float, wall_seconds: float) -> RunRecord:
         cfg = self.config
         if self.best is None:
             raise RuntimeError("no epoch was trained (epochs=0?)")
@@ -487,47 +490,47 @@ class Trainer:
         # Paths are kept portable (portable_path): the data set is named and fingerprinted, and the
         # feature cache is its file name in the cache folder, so the record reads alike anywhere.
         cache_file = self.run.feature_cache_path
-        results = {
-            "config": portable_config(cfg.to_dict(), self.data_root),
-            "data": {"name": getattr(self.run.base, "name", None) or Path(self.data_root).name,
-                     "fingerprint": dataset_fingerprint(self.samples), "images": len(self.samples),
-                     "split": {k: len(v) for k, v in self.split.items()},
-                     "fold": cfg.fold, "folds": cfg.folds},
-            "history": self.history,
-            "probe": self.probe_result,  # the probe stage (probe_epochs), if any
-            "selection": {"metric": cfg.select_on,
-                          "on": ("val" if val_history else "untrained" if self.best["epoch"] == 0
-                                 else "last epoch (no val split)"),
-                          "lower_is_better": not higher_is_better(cfg.select_on)},
-            "chosen_epoch": self.best["epoch"],
-            "val_metrics": self.best["metrics"],
-            "test_protocol": ("leave-one-out within the test images" if cfg.resolved_protocol() == "loo"
-                              else "test images query the training images"),
-            "test_metrics": test,
-            "test_metrics_by_source": by_source,
-            "attention_loss_used": self.use_attention_loss,
-            "weights_source": portable_source(
+        record = RunRecord(
+            config=portable_config(cfg.to_dict(), self.data_root),
+            data={"name": getattr(self.run.base, "name", None) or Path(self.data_root).name,
+                  "fingerprint": dataset_fingerprint(self.samples), "images": len(self.samples),
+                  "split": {k: len(v) for k, v in self.split.items()},
+                  "fold": cfg.fold, "folds": cfg.folds},
+            history=self.history,
+            probe=self.probe_result,  # the probe stage (probe_epochs), if any
+            selection={"metric": cfg.select_on,
+                       "on": ("val" if val_history else "untrained" if self.best["epoch"] == 0
+                              else "last epoch (no val split)"),
+                       "lower_is_better": not higher_is_better(cfg.select_on)},
+            chosen_epoch=self.best["epoch"],
+            val_metrics=self.best["metrics"],
+            test_protocol=("leave-one-out within the test images" if cfg.resolved_protocol() == "loo"
+                           else "test images query the training images"),
+            test_metrics=test,
+            test_metrics_by_source=by_source,
+            attention_loss_used=self.use_attention_loss,
+            weights_source=portable_source(
                 str(getattr(self.model.backbone, "weights_source", "")), self.data_root),
-            "wall_time_s": wall_seconds + test_seconds,  # setup + feature extraction + training + test
-            "train_time_s": train_seconds,
-            "test_time_s": test_seconds,
-            "feature_extraction_s": self.run.feature_seconds,
-            "feature_cache": Path(cache_file).name if cache_file else None,
-            "device": device_description(self.device, self.dist.world_size),
-            "world_size": self.dist.world_size,
-            "amp": self.amp,
-            **environment(),  # torch, python and apse versions, git commit
-        }
+            wall_time_s=wall_seconds + test_seconds,  # setup + feature extraction + training + test
+            train_time_s=train_seconds,
+            test_time_s=test_seconds,
+            feature_extraction_s=self.run.feature_seconds,
+            feature_cache=Path(cache_file).name if cache_file else None,
+            device=device_description(self.device, self.dist.world_size),
+            world_size=self.dist.world_size,
+            amp=self.amp,
+            environment=environment(),  # torch, python and apse versions, git commit
+        )
         if test is not None:
-            self.log("test (" + results["test_protocol"] + f", epoch {self.best['epoch']}): " +
+            self.log("test (" + record.test_protocol + f", epoch {self.best['epoch']}): " +
                      "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
         if self.dist.is_main and self.out_dir is not None:
             atomic_save({"format": MODEL_FORMAT, "version": 1, "config": cfg.to_dict(), "model": self.best["model"],
                           "epoch": self.best["epoch"], "val_metrics": self.best["metrics"], "test_metrics": test,
-                          "weights_source": results["weights_source"], "apse_version": results["apse_version"]},
+                          "weights_source": record.weights_source, "apse_version": record["apse_version"]},
                          self.out_dir / MODEL_NAME)
-            write_json(self.out_dir / RESULTS_NAME, json_safe(results), indent=2)
-        return results
+            write_json(self.out_dir / RESULTS_NAME, json_safe(record.to_dict()), indent=2)
+        return record
 
     def close(self) -> None:
         """Leave the process group if this trainer joined it."""
@@ -537,8 +540,8 @@ class Trainer:
 
 
 def train(config: TrainConfig | dict | str | os.PathLike, data: Any = None, out_dir: str | os.PathLike | None = None, *, resume: bool = False,
-          overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run a whole training (see the module docstring) and return the results dict (also in results.json).
+          overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> RunRecord:
+    """Run a whole training (see the module docstring) and return its record (also in results.json).
 
     ``config``: a TrainConfig, a dict of its fields, or a YAML file.
 

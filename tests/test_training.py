@@ -562,3 +562,11 @@ def test_an_untrained_run_returns_the_record_a_trained_run_does(tiny, tmp_path):
     assert untrained["selection"]["on"] == "untrained" and trained["selection"]["on"] == "val"
     assert untrained["data"]["split"] == trained["data"]["split"]
     assert (tmp_path / "untrained" / "results.json").is_file()
+    # one record type for both (apse.provenance.RunRecord), written as results.json field for field
+    from apse.io import json_safe
+    from apse.provenance import RunRecord
+
+    assert isinstance(untrained, RunRecord) and isinstance(trained, RunRecord)
+    assert untrained.untrained and not trained.untrained and untrained.chosen_epoch == 0
+    written = json.loads((tmp_path / "untrained" / "results.json").read_text())
+    assert list(written) == list(untrained) and written == json_safe(untrained.to_dict())
