@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from apse.pooling import CrossLevelBilinear, global_average_pool, l2_normalise
-from apse.registry import Registry
+from apse.registry import Registry, accepted_keywords
 
 __all__ = ["FusionEntry", "FUSIONS", "register_fusion", "build_fusion", "ConcatFusion", "SingleFusion"]
 
@@ -35,32 +35,30 @@ class FusionEntry:
     """A registered fusion: ``factory(low_channels, high_channels, embedding_dim, **options)``.
 
     ``uses_low``: whether it reads the low level (if not, the backbone need not compute it unless an
-    attention head does). ``options``: the model options (:class:`apse.model.APSENet` keywords) the
-    factory takes, e.g. CLB's channel reductions.
+    attention head does). The model options (:class:`apse.model.APSENet` keywords, e.g. CLB's channel
+    reductions) a factory takes are those its signature names.
     """
 
     name: str
     factory: Callable[..., nn.Module]
     uses_low: bool = True
-    options: tuple[str, ...] = ()
 
 
 #: name -> :class:`FusionEntry` (names read as every apse registry reads them, :mod:`apse.registry`).
 FUSIONS: Registry[FusionEntry] = Registry("fusion")
 
 
-def register_fusion(name: str, factory: Callable[..., nn.Module] | None = None, *, uses_low: bool = True,
-                    options: tuple[str, ...] = ()):
+def register_fusion(name: str, factory: Callable[..., nn.Module] | None = None, *, uses_low: bool = True):
     """Add a fusion to :data:`FUSIONS`; usable as a decorator or called directly."""
-    return FUSIONS.register(name, factory, wrap=lambda fn: FusionEntry(name, fn, uses_low, tuple(options)))
+    return FUSIONS.register(name, factory, wrap=lambda fn: FusionEntry(name, fn, uses_low))
 
 
 def build_fusion(name: str, low_channels: int, high_channels: int, embedding_dim: int, **options) -> nn.Module:
-    """The fusion module ``name`` for levels of these channel counts; ``options`` it does not take are
-    ignored (the model passes all of its fusion options to whichever fusion it uses)."""
+    """The fusion module ``name`` for levels of these channel counts, with the ``options`` its
+    factory's signature names (the model passes all of its fusion options to whichever fusion it
+    uses; None is passed on: CLB's ``reduce_low=None`` means no reduction)."""
     entry = FUSIONS[name]
-    return entry.factory(low_channels, high_channels, embedding_dim,
-                         **{k: v for k, v in options.items() if k in entry.options})
+    return entry.factory(low_channels, high_channels, embedding_dim, **accepted_keywords(entry.factory, options))
 
 
 class ConcatFusion(nn.Linear):
@@ -99,8 +97,7 @@ class SingleFusion(nn.Linear):
         return l2_normalise(self.project(global_average_pool(high)))
 
 
-register_fusion("clb", lambda c_low, c_high, dim, **options: CrossLevelBilinear(c_low, c_high, dim, **options),
-                options=("reduce_low", "reduce_high", "reduction"))
+register_fusion("clb", CrossLevelBilinear)
 register_fusion("concat", lambda c_low, c_high, dim: ConcatFusion(c_low, c_high, dim, normalise=True))
 register_fusion("concat_raw", lambda c_low, c_high, dim: ConcatFusion(c_low, c_high, dim, normalise=False))
 register_fusion("single", SingleFusion, uses_low=False)

@@ -15,10 +15,12 @@ A registry is a read-only :class:`~collections.abc.Mapping` over its entries' na
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterator, Mapping
 from typing import Callable, Iterable, TypeVar
 
-__all__ = ["Registry", "UnknownName", "normalise"]
+__all__ = ["Registry", "UnknownName", "normalise", "accepted_keywords"]
 
 T = TypeVar("T")
 
@@ -34,6 +36,20 @@ class UnknownName(KeyError, ValueError):
 def normalise(name: object) -> str:
     """The form two names are compared in: lower case, spaces around dropped, ``-`` and ``_`` ignored."""
     return str(name).strip().lower().replace("-", "").replace("_", "")
+
+
+@functools.lru_cache(maxsize=None)
+def _named_parameters(fn: Callable) -> frozenset[str]:
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(n for n, p in inspect.signature(fn).parameters.items() if p.kind in kinds)
+
+
+def accepted_keywords(fn: Callable, values: Mapping) -> dict:
+    """The entries of ``values`` that ``fn`` (a registered class or factory) names as parameters, not
+    those a ``**kwargs`` would swallow: a builder passes a registered entry only the options it takes,
+    read from its signature rather than from a list written beside it."""
+    named = _named_parameters(fn)
+    return {k: v for k, v in values.items() if k in named}
 
 
 class Registry(Mapping[str, T]):

@@ -176,3 +176,26 @@ def test_the_automatic_attention_loss_is_on_for_the_apse_family_read_from_the_lo
         assert automatic_attention_loss(loss_entry(name).cls, True) is on
     # the toy's own default differs (on iff the loss reads the confidences): EP and a fixed-beta GEP
     assert not build_loss("ep").needs_confidences and not build_loss("gep", beta=0.5).needs_confidences
+
+
+def test_a_fusion_gets_the_model_options_its_signature_names():
+    """Issue #24: a fusion's options are read from its factory's signature (no list written beside it),
+    and None reaches it (CLB's reduce_low=None: no reduction)."""
+    from apse.fusion import register_fusion
+
+    seen = {}
+
+    @register_fusion("reduction-test")
+    def _fusion(c_low, c_high, dim, reduction="linear"):
+        seen["reduction"] = reduction
+        return torch.nn.Linear(c_high, dim, bias=False)
+
+    try:
+        options = dict(reduce_low=None, reduce_high=3, reduction="bn_relu")
+        build_fusion("Reduction_Test", 4, 6, 8, **options)
+        assert seen == {"reduction": "bn_relu"} and not hasattr(FUSIONS["reduction-test"], "options")
+        clb = build_fusion("clb", 4, 6, 8, **options)
+        assert isinstance(clb.reduce_low, torch.nn.Identity) and isinstance(clb.reduce_high, torch.nn.Sequential)
+        assert isinstance(build_fusion("concat", 4, 6, 8, **options), torch.nn.Module)  # takes none of them
+    finally:
+        FUSIONS.pop("reduction-test")

@@ -15,11 +15,10 @@ a loss that owns weights (a class head, centres) takes ``embedding_dim``, GEP ta
 """
 from __future__ import annotations
 
-import functools
-import inspect
-
 import torch
 from torch import nn
+
+from apse.registry import accepted_keywords
 
 __all__ = ["EmbeddingLoss", "automatic_attention_loss", "constructor_keywords"]
 
@@ -46,16 +45,9 @@ def automatic_attention_loss(loss: type[EmbeddingLoss] | EmbeddingLoss, model_ha
     return bool(model_has_heads and loss.apse_family)
 
 
-@functools.lru_cache(maxsize=None)
-def _named_parameters(cls: type) -> frozenset[str]:
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return frozenset(n for n, p in inspect.signature(cls).parameters.items() if p.kind in kinds)
-
-
 def constructor_keywords(cls: type, values: dict) -> dict:
-    """The entries of ``values`` that ``cls``'s constructor names as parameters (not those a
-    ``**kwargs`` would swallow), those set to None left out: None means "the constructor's default",
-    as timm's ``create_model`` drops None keywords (the config's ``beta=None`` is GEP's adaptive beta,
-    and leaves the binomial deviance's own ``beta`` at its default)."""
-    named = _named_parameters(cls)
-    return {k: v for k, v in values.items() if k in named and v is not None}
+    """The entries of ``values`` that ``cls``'s constructor names as parameters
+    (:func:`apse.registry.accepted_keywords`), those set to None left out: None means "the
+    constructor's default", as timm's ``create_model`` drops None keywords (the config's ``beta=None``
+    is GEP's adaptive beta, and leaves the binomial deviance's own ``beta`` at its default)."""
+    return {k: v for k, v in accepted_keywords(cls, values).items() if v is not None}
