@@ -1,20 +1,22 @@
 """Training configuration: one dataclass, loaded from YAML and adjusted with ``key=value`` overrides.
 
 :class:`TrainConfig` is the only place a training run's settings live, in one section per concern:
-:class:`ModelConfig` (APSENet's arguments, :mod:`apse.model`), :class:`LossConfig` (:mod:`apse.losses`),
-:class:`OptimConfig` (:mod:`apse.optim`), :class:`ImageConfig`, :class:`RunConfig` and
-:class:`ProtocolConfig` (:mod:`apse.protocol`), joined into one flat dataclass
+:class:`ModelConfig` (APSENet's arguments), :class:`LossConfig`, :class:`OptimConfig`,
+:class:`ImageConfig`, :class:`RunConfig` and :class:`ProtocolConfig`, joined into one flat dataclass
 (so that YAML files, ``key=value`` overrides and stored configs stay one mapping of names to values;
-``config.section("model")`` gives one on its own). A section is checked by the module that consumes
-it: the model section, :class:`apse.model.ModelConfig`, lives beside the network and checks its own
-fields (:meth:`~apse.model.ModelConfig.check_model`; ``APSENet.from_config`` builds from it), so this
-module imports none of the model's option lists; the loss section, :class:`apse.losses.LossConfig`,
-lives beside the losses (``check_loss``; :func:`apse.losses.build_configured_loss` builds from it). A registered name (backbone, fusion, loss) is read by
-its registry's own lookup (``"lite0"``, ``"GEP"``: :mod:`apse.registry`'s one rule) and stored as the
-registry spells it (``"efficientnet_lite0"``, ``"gep"``). Its defaults are the papers'
-protocol (spec, "Training and evaluation protocol"): ResNet-50 pretrained on ImageNet, SGD with
-lr 1e-3, momentum 0.9, weight decay 5e-4, lr x0.1 every 40 epochs, 100 epochs, batches of 8 emotions
-x 4 images, 256 px resize and 224 px crops, the GEP loss plus the attention loss with lambda = 0.5.
+``config.section("model")`` gives one on its own). A section lives beside the code that consumes it
+and checks its own fields there: the model's in :mod:`apse.model` (``check_model``;
+``APSENet.from_config`` builds from it), the loss's in :mod:`apse.losses` (``check_loss``;
+:func:`apse.losses.build_configured_loss`), the optimisation's in :mod:`apse.optim` (``check_optim``;
+:func:`apse.optim.build_optimizer`), the protocol's in :mod:`apse.protocol` (``check_protocol``;
+:func:`apse.training_data.split_indices`). This module imports none of their option lists, and keeps
+the image and run sections and the rules that span sections. A registered name (backbone, fusion,
+loss, metric) is read by its registry's own lookup (``"lite0"``, ``"GEP"``: :mod:`apse.registry`'s
+one rule) and stored as the registry spells it (``"efficientnet_lite0"``, ``"gep"``). Its defaults
+are the papers' protocol (spec, "Training and evaluation protocol"): ResNet-50 pretrained on
+ImageNet, SGD with lr 1e-3, momentum 0.9, weight decay 5e-4, lr x0.1 every 40 epochs, 100 epochs,
+batches of 8 emotions x 4 images, 256 px resize and 224 px crops, the GEP loss plus the attention
+loss with lambda = 0.5.
 
 A YAML file may hold only what differs from another: ``base: other.yaml`` (relative to its folder)
 reads that file first, then the file's own keys over it (:func:`load_config`; :func:`config_delta`
