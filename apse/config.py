@@ -9,8 +9,9 @@ and checks its own fields there: the model's in :mod:`apse.model` (``check_model
 ``APSENet.from_config`` builds from it), the loss's in :mod:`apse.losses` (``check_loss``;
 :func:`apse.losses.build_configured_loss`), the optimisation's in :mod:`apse.optim` (``check_optim``;
 :func:`apse.optim.build_optimizer`), the protocol's in :mod:`apse.protocol` (``check_protocol``;
-:func:`apse.training_data.split_indices`). This module imports none of their option lists, and keeps
-the image and run sections and the rules that span sections. A registered name (backbone, fusion,
+:func:`apse.training_data.split_indices`), the image sizes' in :mod:`apse.data.transforms`
+(``check_image``). This module imports none of their option lists, and keeps the run section and
+the rules that span sections (the batches, checked here until they move to the data). A registered name (backbone, fusion,
 loss, metric) is read by its registry's own lookup (``"lite0"``, ``"GEP"``: :mod:`apse.registry`'s
 one rule) and stored as the registry spells it (``"efficientnet_lite0"``, ``"gep"``). Its defaults
 are the papers' protocol (spec, "Training and evaluation protocol"): ResNet-50 pretrained on
@@ -64,19 +65,12 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from apse.checks import NULLS, ConfigError, choice
+from apse.data.transforms import ImageConfig
 from apse.losses import LossConfig, loss_names
 from apse.model import ModelConfig
 from apse.optim import OPTIMIZERS, OptimConfig
 from apse.protocol import PROTOCOLS, ProtocolConfig
 
-
-
-@dataclass
-class ImageConfig:
-    """Image sizes: resize, then crop."""
-
-    image_size: int = 224                      # crop size
-    resize: int = 256                          # images are resized to resize x resize first
 
 
 @dataclass
@@ -116,7 +110,8 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
         self.check_loss()   # the loss section, by its owner (apse.losses.LossConfig)
         self.check_optim()  # the optimisation section, by its owner (apse.optim.OptimConfig)
         self.check_protocol()  # the protocol section, by its owner (apse.protocol.ProtocolConfig)
-        for name in ("classes_per_batch", "samples_per_class", "image_size", "resize", "batch_size_eval"):
+        self.check_image()     # the image section, by its owner (apse.data.transforms.ImageConfig)
+        for name in ("classes_per_batch", "samples_per_class", "batch_size_eval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
@@ -126,8 +121,6 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
         if self.cache_features and self.fine_tunes_backbone():  # the run section against the optimisation's
             raise ConfigError("backbone_lr, freeze_bn, warmup_epochs and probe_epochs fine-tune the "
                               "backbone; with cache_features=true it is frozen: set cache_features=false")
-        if self.image_size > self.resize:
-            raise ConfigError(f"image_size ({self.image_size}) must not exceed resize ({self.resize})")
         if self.samples_per_class % 2:
             raise ConfigError("samples_per_class must be even: images 1-2, 3-4, ... of each emotion form "
                               f"anchor/positive pairs, got {self.samples_per_class}")

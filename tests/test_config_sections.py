@@ -16,6 +16,7 @@ from apse.experiments import DEFAULT_BASE, run_key
 from apse.losses import GEPLoss, LossConfig, build_configured_loss, gep_loss
 from apse.model import APSENet, ModelConfig
 from apse.optim import OptimConfig, build_optimizer
+from apse.data import ImageConfig
 from apse.protocol import ProtocolConfig
 from apse.training_data import split_indices
 
@@ -101,10 +102,19 @@ def test_the_protocol_section_checks_itself_and_is_all_the_split_reads():
     assert SECTIONS["protocol"] is ProtocolConfig
 
 
+def test_the_image_section_lives_beside_the_transforms():
+    ImageConfig(image_size=160, resize=182).check_image()
+    with pytest.raises(ConfigError, match=r"image_size \(300\) must not exceed resize \(256\)"):
+        TrainConfig(image_size=300)
+    with pytest.raises(ConfigError, match="resize must be a positive integer"):
+        ImageConfig(resize=0).check_image()
+    assert SECTIONS["image"] is ImageConfig
+
+
 def test_config_imports_none_of_the_models_option_lists():
     imported = _top_level_imports(APSE / "config.py")
     assert imported <= {"apse.checks", "apse.losses", "apse.metrics", "apse.model", "apse.optim",
-                        "apse.protocol"}, imported
+                        "apse.protocol", "apse.data.transforms"}, imported
     source = (APSE / "config.py").read_text()
     for name in ("ATTENTIONS", "LOW_ATTENTIONS", "STAGES", "FUSIONS", "NORMS", "MASK_SCALES", "REDUCTIONS"):
         assert name not in source, name

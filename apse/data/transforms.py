@@ -1,9 +1,28 @@
-"""Image transforms: the papers' preprocessing (square resize, 224 crop, flip, ToTensor, Normalize)."""
+"""Image transforms: the papers' preprocessing (square resize, 224 crop, flip, ToTensor, Normalize),
+and the image section of a training config (:class:`ImageConfig`), which they consume."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from apse.backbones import IMAGENET_MEAN, IMAGENET_STD
+from apse.checks import ConfigError
+
+
+@dataclass
+class ImageConfig:
+    """Image sizes: resize, then crop (the image section of :class:`apse.config.TrainConfig`)."""
+
+    image_size: int = 224                      # crop size
+    resize: int = 256                          # images are resized to resize x resize first
+
+    def check_image(self) -> None:
+        """ConfigError unless both sizes are positive and the crop fits in the resized image."""
+        for name in ("image_size", "resize"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.image_size > self.resize:
+            raise ConfigError(f"image_size ({self.image_size}) must not exceed resize ({self.resize})")
 
 
 def build_transforms(
