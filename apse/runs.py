@@ -14,7 +14,7 @@ it; a key leaves such a field out while it holds that value. A kind of key that 
 of them already existed names the newest one it knew (``as_of``), so that it keeps those fields and
 drops only the later ones. A field added from now on goes at the end of :data:`ADDED_FIELDS`.
 
-The keys of the files in ``results/`` must never change: tests/test_experiments_keys.py recomputes
+The keys of the files in ``results/`` must never change: tests/experiments/test_experiments_keys.py recomputes
 each one from the config its record stores.
 """
 from __future__ import annotations

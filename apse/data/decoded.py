@@ -17,7 +17,7 @@ call, as they do for cached features):
 then ToTensor's float conversion (``/ 255``) and the backbone's Normalize(mean, std), the same float32
 operations in the same order, once per batch. An item therefore equals what
 ``build_transforms(train, image_size, resize, mean, std)`` gives for the same crop and flip: the resize is
-the same PIL resize, whose output is uint8 in both pipelines (tests/test_decoded.py compares them on
+the same PIL resize, whose output is uint8 in both pipelines (tests/data/test_decoded.py compares them on
 real images). The views share one tensor (:meth:`view`); ``Subset`` views of them copy nothing.
 
 Memory: ``N x 3 x resize x resize`` bytes: 602 images at 183 px (the fine-tuned regime) are 60 MB, at

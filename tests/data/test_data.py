@@ -27,7 +27,7 @@ from apse.data import (
 from apse.data.splits import _largest_remainder
 from apse.emotions import EMOTIONS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FI_SUBSET = REPO.parent / "shared" / "data" / "fi-subset"
 
 

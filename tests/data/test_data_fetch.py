@@ -32,7 +32,7 @@ from apse.data.locate import IncompleteDatasetError, locate_dataset
 from apse.data.sources import (INCOMPLETE, SOURCES, WORK_DIR, DataSource, FileEntry, get_source,
                                sha256_file, verify)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 FAST = dict(retries=2, backoff=0.01, timeout=5.0, progress=False)
 

@@ -19,7 +19,7 @@ from apse.training import Trainer
 from apse.training_data import MIN_PER_CLASS, split_indices
 from conftest import make_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FLICKR = REPO.parent / "shared" / "data" / "flickrldl"
 HEADER = "file,emotion,polarity," + ",".join(VOTE_COLUMNS)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIB = ROOT / "references.bib"
 EXT = ROOT / "book" / "_ext"
 CHECKER = ROOT / ".ci" / "check_pages.py"
