@@ -1,4 +1,5 @@
 """Shared test fixtures: a tiny generated dataset in FI's folder layout (never real FI images)."""
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -20,3 +21,12 @@ def make_dataset(root: Path, per_class: int = 8, size: int = 64, seed: int = 0) 
             img = colour + stripes + rng.normal(0, 25, (size, size, 3))
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{name}{i}.jpg", quality=90)
     return root
+
+
+def load_file(path: Path):
+    """The Python file ``path`` as a module named by its stem: the book's scripts and Sphinx
+    extensions (book/_ext, .ci) are files, not modules of a package."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 BIB = ROOT / "references.bib"
@@ -28,13 +29,6 @@ REQUIRED_KEYS = {
     "tan2019efficientnet", "lin2015bilinear", "gao2016compact", "manjunath2001anmrr", "jarvelin2002dcg",
     "kumar2022finetuning",
 }
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _bib_entries():
@@ -107,7 +101,7 @@ def test_toc_ends_with_the_appendices():
 # Sphinx extensions
 # --------------------------------------------------------------------------------------------------
 def test_offline_mathjax_finds_the_wheel_or_falls_back():
-    mod = _load("offline_mathjax", EXT / "offline_mathjax.py")
+    mod = load_file(EXT / "offline_mathjax.py")
     assert mod._uses_default_cdn("https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js")
     assert mod._uses_default_cdn(None)
     assert not mod._uses_default_cdn("mathjax/tex-chtml.js")
@@ -129,7 +123,7 @@ class _App:
 
 
 def test_offline_mathjax_sets_a_local_path_only_when_installed_and_not_overridden():
-    mod = _load("offline_mathjax", EXT / "offline_mathjax.py")
+    mod = load_file(EXT / "offline_mathjax.py")
     app, config = _App(), _Config()
     mod._configure(app, config)
     if mod.local_mathjax_dir() is None:
@@ -150,7 +144,7 @@ def test_offline_mathjax_sets_a_local_path_only_when_installed_and_not_overridde
 def test_page_assets_drops_exact_duplicate_scripts_only():
     from sphinx.builders.html._assets import _JavaScript
 
-    mod = _load("page_assets", EXT / "page_assets.py")
+    mod = load_file(EXT / "page_assets.py")
     body = 'const THEBE_JS_URL = "x"'
     scripts = [_JavaScript("a.js"), _JavaScript("", body=body), _JavaScript("b.js", **{"async": "async"}),
                _JavaScript("", body=body), _JavaScript("b.js", **{"async": "async"}), _JavaScript("b.js"),
@@ -164,7 +158,7 @@ def test_page_assets_drops_exact_duplicate_scripts_only():
 # the browser page check, on hand-made pages
 # --------------------------------------------------------------------------------------------------
 def _browser():
-    return _load("check_pages", CHECKER).find_browser()
+    return load_file(CHECKER).find_browser()
 
 
 PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>t</title>{head}</head>
@@ -177,7 +171,7 @@ PNG_1x1 = bytes.fromhex(
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    mod = _load("offline_mathjax", EXT / "offline_mathjax.py")
+    mod = load_file(EXT / "offline_mathjax.py")
     es5 = mod.local_mathjax_dir()
     if _browser() is None or es5 is None:
         pytest.skip("needs Debian's chromium and django-static-mathjax (.ci/run installs both)")

@@ -6,7 +6,6 @@ instead of run.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,18 +14,12 @@ import types
 from pathlib import Path
 
 import yaml
+from conftest import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _launch_cells():
-    spec = importlib.util.spec_from_file_location("launch_cells", REPO / "book/_ext/launch_cells.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-launch_cells = _launch_cells()
+launch_cells = load_file(REPO / "book/_ext/launch_cells.py")
 
 
 def test_notebooks_and_readme_are_written_from_the_config():

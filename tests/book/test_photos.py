@@ -7,22 +7,16 @@ an untagged cell that draws photographs is reported, and so are images stored in
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 from pathlib import Path
+
+from conftest import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nnot really").decode()
 
 
-def _strip_photos():
-    spec = importlib.util.spec_from_file_location("strip_photos", REPO / "book/_ext/strip_photos.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-strip = _strip_photos()
+strip = load_file(REPO / "book/_ext/strip_photos.py")
 
 
 def _cell(source, tags=(), outputs=()):
