@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 __all__ = ["cache_root", "portable_path", "portable_config", "portable_source", "dataset_fingerprint",
-           "git_commit", "code_hash", "environment", "RunRecord"]
+           "git_commit", "code_hash", "environment", "machine", "RunRecord"]
 
 
 def dataset_fingerprint(samples: Sequence[tuple[str, int]]) -> str:
@@ -118,6 +118,20 @@ def environment() -> dict[str, str | None]:
 
     return {"torch_version": torch.__version__, "python_version": platform.python_version(),
             "apse_version": getattr(apse, "__version__", None), "git_commit": git_commit()}
+
+
+def machine() -> dict[str, Any]:
+    """:func:`environment` and where a run's numbers were computed: its torch threads and the CPU.
+    An experiment's run record keeps it (``machine``), no part of its key: the same key on another
+    torch build, CPU or thread count can give other last digits, and rows that train attention heads
+    carry those through 20 epochs to the third decimal of mAP8 (chapter 13 measured it)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {**environment(), "threads": torch.get_num_threads(), "cpu": cpu}
 
 
 @dataclass(frozen=True)

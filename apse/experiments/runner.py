@@ -27,7 +27,7 @@ from apse.experiments.specs import RunSpec, data_key, experiment_specs, select_v
 from apse.experiments.summary import summarise_experiment, table_info, write_summary
 from apse.experiments.tables import K_FOLDS, get_experiment
 from apse.io import read_json, write_json
-from apse.provenance import code_hash, portable_config
+from apse.provenance import code_hash, machine, portable_config
 from apse.runs import RUNNER_VERSION
 from apse.training import Trainer
 
@@ -48,21 +48,6 @@ class _Context:
         if self._dataset is None:
             self._dataset = open_data(self._data_arg)
         return self._dataset
-
-
-def machine() -> dict[str, Any]:
-    """Where a run's numbers were computed: the torch build, its threads and the CPU. A run record
-    keeps it (``machine``), no part of its key: the same key on another torch build or CPU can give
-    other last digits, and rows that train attention heads carry those through 20 epochs to the
-    third decimal of mAP8 (chapter 13 measured it), so a record must say where it ran."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"torch_version": torch.__version__, "threads": _threads(), "cpu": cpu,
-            "python_version": platform.python_version()}
 
 
 def _round(metrics: dict | None, digits: int = 6) -> dict | None:
