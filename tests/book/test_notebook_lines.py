@@ -89,26 +89,28 @@ DROPDOWN_WIDTH = 71
 def markdown_code_lines(markdown: str):
     """``(width limit, line)`` for each line of each fenced code block of ``markdown``, with the
     fence's own indentation removed (a block inside a list item is indented in the source, not on
-    the page); the limit is :data:`DROPDOWN_WIDTH` inside a ``{dropdown}`` directive."""
-    out, fence, indent, depth = [], None, 0, []
+    the page); the limit is :data:`DROPDOWN_WIDTH` inside a ``:::{dropdown}`` directive. A
+    backtick fence whose info string is ``{name}`` is a directive's (``{bibliography}``): its body
+    is not code."""
+    out, fence, indent, code, depth = [], None, 0, True, []
     for raw in markdown.splitlines():
         text = raw.strip()
         if fence is None:
-            if text.startswith(":::") or text.startswith("```{"):
-                # a directive opens (``:::{name}``) or closes (a bare ``:::``)
-                if text.rstrip(":").strip() == "" or text in (":::", "::::"):
-                    depth = depth[:-1]
-                else:
+            if text.startswith(":::"):  # a colon directive opens (:::{name}) or closes (:::)
+                if text.strip(":"):
                     depth.append("dropdown" in text)
-                continue
-            if text.startswith("```") or text.startswith("~~~"):
+                else:
+                    depth = depth[:-1]
+            elif text.startswith(("```", "~~~")):
                 fence, indent = text[:3], len(raw) - len(raw.lstrip())
+                code = not text[3:].lstrip().startswith("{")
             continue
         if text.startswith(fence) and text.strip("`~") == "":
             fence = None
             continue
-        line = raw[indent:] if raw[:indent].strip() == "" else raw.lstrip()
-        out.append((DROPDOWN_WIDTH if any(depth) else WIDTH, line))
+        if code:
+            line = raw[indent:] if raw[:indent].strip() == "" else raw.lstrip()
+            out.append((DROPDOWN_WIDTH if any(depth) else WIDTH, line))
     return out
 
 
@@ -117,6 +119,9 @@ def test_markdown_code_lines_strip_the_fence_indent_and_know_dropdowns():
             ":::{dropdown} Solution\n```bash\nls -l\n```\n:::\n```\nafter\n```\n")
     assert markdown_code_lines(text) == [(79, "x = 1"), (79, "    y = 2"), (71, "ls -l"),
                                          (79, "after")]
+    # a backtick directive's body is not code, and its closing fence opens nothing
+    text = "```{bibliography}\n:all:\n```\n```python\nz = 3\n```\n"
+    assert markdown_code_lines(text) == [(79, "z = 3")]
 
 
 PROSE = sorted(BOOK.glob("*.ipynb")) + sorted(BOOK.glob("*.md"))
