@@ -69,52 +69,54 @@ def _strip(outputs: list) -> list:
     return kept
 
 
-def fix_notebook(nb: dict) -> list[str]:
-    """Strip ``nb`` in place; what changed (or, for untagged photo cells, what needs a tag)."""
-    problems = []
+def fix_notebook(nb: dict) -> tuple[list[str], list[str]]:
+    """Strip ``nb`` in place. Returns ``(stripped, untagged)``: the places whose photographs were
+    replaced by the note (``"cell 3"``, ``"widget <id>"``), and the untagged cells that call one of
+    :data:`PHOTO_CALLS` and store an image (left as they are: they need the tag)."""
+    stripped, untagged = [], []
     for i, cell in enumerate(nb.get("cells", [])):
-        if cell.get("cell_type") != "code":
-            continue
         outputs = cell.get("outputs", [])
-        if not any(_has_image(o) for o in outputs):
+        if cell.get("cell_type") != "code" or not any(_has_image(o) for o in outputs):
             continue
         if TAG in cell.get("metadata", {}).get("tags", []):
             cell["outputs"] = _strip(outputs)
-            problems.append(f"cell {i}: stored photographs (stripped)")
+            stripped.append(f"cell {i}")
         elif _CALLS.search("".join(cell.get("source", ""))):
-            problems.append(f"cell {i}: calls one of {', '.join(PHOTO_CALLS)} and stores an image: "
-                            f"tag it {TAG!r}")
+            untagged.append(f"cell {i}")
     states = nb.get("metadata", {}).get("widgets", {}).get("application/vnd.jupyter.widget-state+json",
                                                              {}).get("state", {})
     for key, widget in states.items():
         outputs = widget.get("state", {}).get("outputs")
         if isinstance(outputs, list) and any(_has_image(o) for o in outputs):
             widget["state"]["outputs"] = _strip(outputs)
-            problems.append(f"widget {key}: stored photographs (stripped)")
-    return problems
+            stripped.append(f"widget {key}")
+    return stripped, untagged
 
 
-def sync(write: bool = True, root: Path = ROOT) -> list[str]:
-    """Strip every notebook (when ``write``); the list of problems found, each with its notebook."""
-    found = []
+def sync(write: bool = True, root: Path = ROOT) -> tuple[list[str], list[str]]:
+    """Strip every notebook (written back when ``write``): ``(stripped, untagged)`` of
+    :func:`fix_notebook` over all of them, each place prefixed by its notebook's name."""
+    stripped, untagged = [], []
     for path in notebooks(root):
         nb = json.loads(path.read_text())
-        problems = fix_notebook(nb)
-        found += [f"{path.name}: {p}" for p in problems]
-        if write and any(p.endswith("(stripped)") for p in problems):
+        done, missing = fix_notebook(nb)
+        stripped += [f"{path.name}: {place}" for place in done]
+        untagged += [f"{path.name}: {place}" for place in missing]
+        if write and done:
             path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-    return found
+    return stripped, untagged
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if anything would")
     args = parser.parse_args(argv)
-    found = sync(write=not args.check)
-    for line in found:
-        print(line)
-    untagged = [f for f in found if not f.endswith("(stripped)")]
-    return 1 if (untagged or (args.check and found)) else 0
+    stripped, untagged = sync(write=not args.check)
+    for place in stripped:
+        print(f"{place}: stored photographs ({'to strip' if args.check else 'stripped'})")
+    for place in untagged:
+        print(f"{place}: calls one of {', '.join(PHOTO_CALLS)} and stores an image: tag it {TAG!r}")
+    return 1 if (untagged or (args.check and stripped)) else 0
 
 
 if __name__ == "__main__":

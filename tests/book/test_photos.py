@@ -34,7 +34,7 @@ def _stream(text):
 
 
 def test_committed_notebooks_store_no_photographs():
-    assert strip.sync(write=False) == [], "run python book/_ext/strip_photos.py (and tag photo cells)"
+    assert strip.sync(write=False) == ([], []), "run python book/_ext/strip_photos.py (and tag photo cells)"
 
 
 def test_committed_photo_cells_are_tagged_and_hold_the_note():
@@ -51,27 +51,27 @@ def test_committed_photo_cells_are_tagged_and_hold_the_note():
 def test_a_tagged_figure_keeps_its_text_and_gets_one_note():
     nb = {"cells": [_cell("plot_retrievals(q)\n", [strip.TAG],
                           [_stream("top 5\n"), _image(), _image()])]}
-    problems = strip.fix_notebook(nb)
+    outputs_before = list(nb["cells"][0]["outputs"])
+    assert strip.fix_notebook(nb) == (["cell 0"], [])
     outputs = nb["cells"][0]["outputs"]
-    assert problems == ["cell 0: stored photographs (stripped)"]
+    assert outputs != outputs_before
     assert outputs[0] == _stream("top 5\n")
     assert len(outputs) == 2 and strip._is_note(outputs[1])
     assert not any(strip._has_image(o) for o in outputs)
     # idempotent: a second pass finds nothing and adds no second note
-    assert strip.fix_notebook(nb) == [] and nb["cells"][0]["outputs"] == outputs
+    assert strip.fix_notebook(nb) == ([], []) and nb["cells"][0]["outputs"] == outputs
 
 
 def test_a_plain_figure_is_left_alone_and_an_untagged_photo_cell_is_reported():
     plain = _cell("plt.plot([1, 2])\n", outputs=[_image()])
     photo = _cell("img = load_rgb(path)\nplt.imshow(img)\n", outputs=[_image()])
     nb = {"cells": [plain, photo]}
-    problems = strip.fix_notebook(nb)
-    assert len(problems) == 1 and problems[0].startswith("cell 1:") and strip.TAG in problems[0]
+    assert strip.fix_notebook(nb) == ([], ["cell 1"])
     assert nb["cells"][0]["outputs"] == [_image()]          # a chart: no photograph in it
     assert nb["cells"][1]["outputs"] == [_image()]          # reported, not silently changed
     # a name that only contains a photo call's name is not one
     assert strip.fix_notebook({"cells": [_cell("n = my_load_rgb(x)\nplt.plot([n])\n",
-                                                outputs=[_image()])]}) == []
+                                                outputs=[_image()])]}) == ([], [])
 
 
 def test_images_in_widget_state_are_stripped():
@@ -79,7 +79,7 @@ def test_images_in_widget_state_are_stripped():
              "w2": {"model_name": "HTMLModel", "state": {"value": "<b>3 hits</b>"}}}
     nb = {"cells": [], "metadata": {"widgets": {
         "application/vnd.jupyter.widget-state+json": {"state": state}}}}
-    assert strip.fix_notebook(nb) == ["widget w1: stored photographs (stripped)"]
+    assert strip.fix_notebook(nb) == (["widget w1"], [])
     outputs = state["w1"]["state"]["outputs"]
     assert len(outputs) == 1 and strip._is_note(outputs[0])
     assert state["w2"]["state"] == {"value": "<b>3 hits</b>"}
