@@ -475,6 +475,7 @@ class Trainer:
         projection floor)."""
         self.setup()
         self.best = {"epoch": 0, "metrics": self.validate(), "model": cpu_state(self.model)}
+        self._best_gallery = self._val_gallery  # the test reuses it, as after fit's chosen epoch
         return self._finish(0.0, self.elapsed_before + time.time() - self._t_init)
 
     def _finish(self, train_seconds: float, wall_seconds: float) -> RunRecord:

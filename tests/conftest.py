@@ -5,6 +5,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import pytest
+
+from apse.config import TrainConfig
 from apse.emotions import EMOTIONS
 
 
@@ -30,3 +33,19 @@ def load_file(path: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A generated data set (8 emotions x 8 JPEGs, 64 px), one per test module."""
+    return make_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+def tiny_config(tmp: Path, **changes) -> TrainConfig:
+    """A training config small enough for a test: a random Lite0 on :func:`tiny`'s images."""
+    # conv3 + conv4 at 32 px: Lite0 is cut after block 10, a training step costs a fraction of a second
+    base = dict(backbone="efficientnet_lite0", pretrained=False, image_size=32, resize=36, high_stage="conv4", epochs=2,
+                split="50/25/25", num_workers=0, lr=0.01, eval_every=1, batch_size_eval=64,
+                feature_cache=str(tmp / "cache"))
+    base.update(changes)
+    return TrainConfig(**base)

@@ -17,23 +17,9 @@ from apse.metrics import metric_names
 
 from apse.config import ConfigError, TrainConfig, apply_overrides, load_config
 from apse.emotions import EMOTIONS
-from conftest import make_dataset
+from conftest import tiny_config  # tiny: conftest's fixture
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("tiny"))
-
-
-def tiny_config(tmp: Path, **changes) -> TrainConfig:
-    # conv3 + conv4 at 32 px: Lite0 is cut after block 10, a training step costs a fraction of a second
-    base = dict(backbone="efficientnet_lite0", pretrained=False, image_size=32, resize=36, high_stage="conv4", epochs=2,
-                split="50/25/25", num_workers=0, lr=0.01, eval_every=1, batch_size_eval=64,
-                feature_cache=str(tmp / "cache"))
-    base.update(changes)
-    return TrainConfig(**base)
 
 
 def states_equal(a: dict, b: dict) -> bool:

@@ -16,27 +16,19 @@ from torch.utils.data import Subset
 
 from apse.config import TrainConfig
 from apse.evaluation import embed_dataset, evaluate_split
-from conftest import make_dataset
+from conftest import tiny_config  # tiny: conftest's fixture
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("tiny"))
-
-
-def tiny_config(tmp: Path, **changes) -> TrainConfig:
-    base = dict(backbone="efficientnet_lite0", pretrained=False, image_size=32, resize=36,
-                high_stage="conv4", epochs=3, split="50/25/25", num_workers=0, lr=0.05, eval_every=1,
-                batch_size_eval=64, feature_cache=str(tmp / "cache"))
-    base.update(changes)
-    return TrainConfig(**base)
+def cost_config(tmp: Path, **changes) -> TrainConfig:
+    # three epochs at a larger lr: the validations differ, so the chosen epoch is a real choice
+    return tiny_config(tmp, **{"epochs": 3, "lr": 0.05, **changes})
 
 
 @pytest.mark.parametrize("mode", ["images", "cached features"])
 def test_the_test_reuses_the_chosen_epochs_gallery_and_equals_a_fresh_evaluation(tiny, tmp_path, mode):
     from apse.training import Trainer
 
-    cfg = tiny_config(tmp_path, cache_features=(mode == "cached features"))
+    cfg = cost_config(tmp_path, cache_features=(mode == "cached features"))
     trainer = Trainer(cfg, str(tiny), None, progress=False)
     try:
         results = trainer.fit()
@@ -68,7 +60,7 @@ def test_a_later_worse_epoch_does_not_replace_the_kept_gallery(tiny, tmp_path, m
         return {**metrics, "mAP8": next(scores)}
 
     monkeypatch.setattr(training.Trainer, "validate", scored)
-    trainer = training.Trainer(tiny_config(tmp_path, cache_features=True), str(tiny), None, progress=False)
+    trainer = training.Trainer(cost_config(tmp_path, cache_features=True), str(tiny), None, progress=False)
     try:
         results = trainer.fit()
         assert results["chosen_epoch"] == 2
@@ -82,7 +74,7 @@ def test_a_later_worse_epoch_does_not_replace_the_kept_gallery(tiny, tmp_path, m
 def test_the_probes_validation_does_not_run_the_backbone(tiny, tmp_path):
     from apse.training import Trainer
 
-    cfg = tiny_config(tmp_path, epochs=1, probe_epochs=2, probe_lr=0.1, freeze_bn=True, lr=0.01,
+    cfg = cost_config(tmp_path, epochs=1, probe_epochs=2, probe_lr=0.1, freeze_bn=True, lr=0.01,
                       backbone_lr=0.01)
     first = Trainer(cfg, str(tiny), None, progress=False)
     try:
@@ -109,5 +101,18 @@ def test_the_probes_validation_does_not_run_the_backbone(tiny, tmp_path):
         cosine = (by_maps * by_images).sum(1)          # unit vectors: 1 = the same direction
         assert cosine.min() > 0.99, cosine.min()
         assert (by_maps * by_images.roll(1, 0)).sum(1).min() < 0.99  # another image's is not
+    finally:
+        trainer.close()
+
+
+def test_an_untrained_runs_test_reuses_its_validation_gallery_and_equals_a_fresh_evaluation(tiny, tmp_path):
+    from apse.training import Trainer
+
+    trainer = Trainer(cost_config(tmp_path, cache_features=True), str(tiny), None, progress=False)
+    try:
+        record = trainer.evaluate_untrained()
+        assert trainer._best_gallery is trainer._val_gallery is not None
+        fresh = evaluate_split(trainer.model, trainer.gallery_set, trainer.test_set, **trainer._embed_kw())
+        assert fresh == record["test_metrics"]
     finally:
         trainer.close()
