@@ -17,6 +17,12 @@ NUM_EMOTIONS = len(EMOTIONS)
 NUM_POLARITIES = len(POLARITIES)
 POSITIVE, NEGATIVE = 0, 1
 
+#: What a data set's labels can be, each level with its classes in label order: the eight emotions
+#: (FI, FlickrLDL) or the two polarities themselves (Twitter I). The metrics, the tuple losses and
+#: the attention loss read a batch's classes and their polarities from its level (:func:`classes_of`,
+#: :func:`class_polarities`) instead of assuming eight emotions.
+LEVELS: dict[str, tuple[str, ...]] = {"emotion": EMOTIONS, "polarity": POLARITIES}
+
 # One hue family per polarity (warm = positive, cool = negative) so plots read at a glance.
 EMOTION_COLORS: dict[str, str] = {
     "amusement": "#f4a300", "contentment": "#e8d34a", "awe": "#f06b3c", "excitement": "#d62f5b",
@@ -56,6 +62,23 @@ def polarity_labels(labels: torch.Tensor) -> torch.Tensor:
     if labels.numel() and (labels.min() < 0 or labels.max() >= NUM_EMOTIONS):
         raise ValueError(f"emotion labels must lie in 0..{NUM_EMOTIONS - 1}")
     return (labels >= NUM_EMOTIONS // 2).long()
+
+
+def classes_of(level: str) -> tuple[str, ...]:
+    """The class names of a label level (:data:`LEVELS`), in label order."""
+    try:
+        return LEVELS[level]
+    except KeyError:
+        raise ValueError(f"unknown label level {level!r}; valid: {', '.join(LEVELS)}") from None
+
+
+def class_polarities(level: str) -> torch.Tensor:
+    """The polarity (0 = positive, 1 = negative) of each class of a label level, as a long tensor
+    indexed by label: ``(0, 0, 0, 0, 1, 1, 1, 1)`` for the emotions, ``(0, 1)`` for the polarities."""
+    names = classes_of(level)
+    if level == "polarity":
+        return torch.arange(NUM_POLARITIES)
+    return torch.tensor([polarity_of(i) for i in range(len(names))])
 
 
 def emotion_color(emotion: int | str) -> str:

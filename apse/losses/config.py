@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from apse.checks import ConfigError, registered
+from apse.emotions import classes_of
 from apse.losses.base import EmbeddingLoss, automatic_attention_loss, constructor_keywords
 from apse.losses.functional import check_beta
 from apse.losses.registry import LOSSES, canonical_loss, loss_entry
@@ -61,10 +62,14 @@ class LossConfig:
         return loss_entry(self.loss).name
 
 
-def build_configured_loss(config: LossConfig, embedding_dim: int) -> EmbeddingLoss:
-    """The loss a loss section names (an alias resolved), for embeddings of ``embedding_dim``: built
-    with the values its constructor names (``embedding_dim``; GEP: ``beta``; a value left at None keeps
-    the constructor's default) and ``loss_options`` (which win over those values)."""
+def build_configured_loss(config: LossConfig, embedding_dim: int, level: str = "emotion") -> EmbeddingLoss:
+    """The loss a loss section names (an alias resolved), for embeddings of ``embedding_dim`` and
+    labels at ``level`` (:data:`apse.emotions.LEVELS`, the data's): built with the values its
+    constructor names (``embedding_dim``; the tuple losses: ``level``; a class head: ``num_classes``,
+    the level's; GEP: ``beta``; a value left at None keeps the constructor's default) and
+    ``loss_options`` (which win over those values)."""
     cls = loss_entry(config.loss).cls
     values = {"embedding_dim": embedding_dim, "beta": config.beta}  # the section's one constructor keyword
+    if level != "emotion":  # the constructors' defaults are the emotions'
+        values.update(level=level, num_classes=len(classes_of(level)))
     return cls(**{**constructor_keywords(cls, values), **config.loss_options})

@@ -24,11 +24,12 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from apse.emotions import EMOTIONS, NUM_EMOTIONS
+from apse.emotions import EMOTIONS
 
 __all__ = [
     "npair_loss", "inter_polarity_loss", "intra_polarity_loss", "ep_loss", "wep_weights", "wep_loss",
@@ -283,29 +284,31 @@ def apse_objective(embedding_loss: torch.Tensor, attention_loss: torch.Tensor, l
 # --------------------------------------------------------------------------------------------------
 # batches -> tuples
 # --------------------------------------------------------------------------------------------------
-def split_into_tuples(labels: torch.Tensor) -> torch.Tensor:
-    """Batch indices (T, 8, 2) of the N-pair tuples in a balanced batch.
+def split_into_tuples(labels: torch.Tensor, class_names: Sequence[str] = EMOTIONS) -> torch.Tensor:
+    """Batch indices (T, C, 2) of the N-pair tuples in a balanced batch of C classes.
 
-    The batch must hold all 8 emotions, each exactly K times with K even (the BalancedBatchSampler's
-    8 x 4 gives T = 2). Tuple t takes the (2t)-th and (2t+1)-th image of each emotion, in batch
-    order, as anchor ``[t, e, 0]`` and positive ``[t, e, 1]``; rows are in emotion order 0..7.
+    The batch must hold C >= 2 classes (its distinct labels), each exactly K times with K even: the
+    BalancedBatchSampler's 8 emotions x 4 images give T = 2 tuples of C = 8, its 2 polarities x 16
+    (Twitter I) T = 8 tuples of C = 2. Tuple t takes the (2t)-th and (2t+1)-th image of each class,
+    in batch order, as anchor ``[t, c, 0]`` and positive ``[t, c, 1]``; rows are in label order
+    (the labels of row c are ``labels[idx[0, c, 0]]``). ``class_names`` (label -> name) only words
+    the error.
     """
     labels = torch.as_tensor(labels)
     if labels.ndim != 1:
-        raise ValueError(f"split_into_tuples expects a 1-D tensor of emotion labels, got shape {tuple(labels.shape)}")
+        raise ValueError(f"split_into_tuples expects a 1-D tensor of class labels, got shape {tuple(labels.shape)}")
     labels = labels.long()
-    in_range = labels.numel() > 0 and bool(((labels >= 0) & (labels < NUM_EMOTIONS)).all())
-    counts = torch.bincount(labels.clamp(0, NUM_EMOTIONS - 1).cpu(), minlength=NUM_EMOTIONS) if in_range else None
-    k = int(counts[0]) if counts is not None else 0
-    if counts is None or k < 2 or k % 2 or not bool((counts == k).all()):
-        if counts is None:
-            got = f"labels {labels.tolist()[:16]}{'...' if labels.numel() > 16 else ''} (not all in 0..7)"
-        else:
-            got = "counts " + ", ".join(f"{name}={int(c)}" for name, c in zip(EMOTIONS, counts))
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(f"class labels must be >= 0, got {labels.tolist()[:16]}")
+    classes, counts = torch.unique(labels.cpu(), return_counts=True)  # sorted: rows in label order
+    k = int(counts[0]) if len(counts) else 0
+    if len(classes) < 2 or k < 2 or k % 2 or not bool((counts == k).all()):
+        name = lambda c: class_names[c] if c < len(class_names) else str(c)  # noqa: E731
+        got = ", ".join(f"{name(int(c))}={int(n)}" for c, n in zip(classes, counts)) or "an empty batch"
         raise ValueError(
-            "split_into_tuples needs a balanced batch: all 8 emotions x the same even number K >= 2 of "
-            f"images each (e.g. the BalancedBatchSampler's 8 x 4); got {got}"
+            "split_into_tuples needs a balanced batch: 2 or more classes x the same even number K >= 2 of "
+            f"images each (e.g. the BalancedBatchSampler's 8 x 4); got counts {got}"
         )
-    # a stable sort by label lists each emotion's images in batch order: (8, K)
-    order = torch.sort(labels, stable=True).indices.view(NUM_EMOTIONS, k)
-    return order.view(NUM_EMOTIONS, k // 2, 2).permute(1, 0, 2).contiguous()
+    # a stable sort by label lists each class's images in batch order: (C, K)
+    order = torch.sort(labels, stable=True).indices.view(len(classes), k)
+    return order.view(len(classes), k // 2, 2).permute(1, 0, 2).contiguous()

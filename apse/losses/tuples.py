@@ -4,12 +4,17 @@ Each is called as ``loss(embeddings, labels, polarity_confidence=None, emotion_c
 (the call signature every loss in :mod:`apse.losses` shares) and returns a scalar: the batch is split
 into N-pair tuples with :func:`~apse.losses.functional.split_into_tuples`, the per-tuple function of
 :mod:`apse.losses.functional` is applied to each, and the results are averaged.
+
+``level`` says what the labels are (:data:`apse.emotions.LEVELS`): emotions (the default; a tuple
+holds one pair per emotion of the batch) or polarities (Twitter I: a tuple holds one pair per
+polarity, and the N-pair loss is then ``log(1 + exp(s_12 - s_11))`` per anchor). The classes'
+polarities, which EP, WEP and GEP read, come from the level.
 """
 from __future__ import annotations
 
 import torch
 
-from apse.emotions import NUM_EMOTIONS, polarity_labels
+from apse.emotions import class_polarities, classes_of
 from apse.losses.base import EmbeddingLoss
 from apse.losses.functional import check_beta, ep_loss, gep_loss, npair_loss, split_into_tuples, wep_loss
 
@@ -19,6 +24,11 @@ __all__ = ["NPairLoss", "EPLoss", "WEPLoss", "GEPLoss"]
 class _TupleLoss(EmbeddingLoss):
     """Base: split a balanced batch into N-pair tuples, apply a per-tuple loss, average over tuples."""
 
+    def __init__(self, level: str = "emotion"):
+        super().__init__()
+        self.level, self.class_names = level, classes_of(level)
+        self.register_buffer("class_polarity", class_polarities(level), persistent=False)
+
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
                 polarity_confidence: torch.Tensor | None = None,
                 emotion_confidence: torch.Tensor | None = None) -> torch.Tensor:
@@ -26,8 +36,12 @@ class _TupleLoss(EmbeddingLoss):
             raise ValueError(f"embeddings must be (B, D) with B = len(labels), got {tuple(embeddings.shape)} "
                              f"and {len(labels)} labels")
         self._check_confidences(polarity_confidence, emotion_confidence)
-        idx = split_into_tuples(labels).to(embeddings.device)
-        polarity = polarity_labels(torch.arange(NUM_EMOTIONS, device=embeddings.device))
+        idx = split_into_tuples(labels, self.class_names).to(embeddings.device)
+        classes = torch.as_tensor(labels, device=embeddings.device).long()[idx[0, :, 0]]  # row c's label
+        if int(classes.max()) >= len(self.class_names):
+            raise ValueError(f"labels at the {self.level} level lie in 0..{len(self.class_names) - 1}, "
+                             f"got {int(classes.max())}")
+        polarity = self.class_polarity.to(embeddings.device)[classes]
         losses = []
         for t in range(idx.shape[0]):  # T is small (2 for 8 x 4); pairs inside a tuple are vectorised
             a_idx, p_idx = idx[t, :, 0], idx[t, :, 1]
@@ -47,8 +61,9 @@ class _TupleLoss(EmbeddingLoss):
 class NPairLoss(_TupleLoss):
     """N-pair loss (Sohn 2016; ICCV Eq. 3, TMM Eq. 4) averaged over the tuples of a balanced batch.
 
-    Each tuple is one image pair per emotion; every other emotion's positive is a negative, with no
-    regard for polarity. The papers' main embedding baseline.
+    Each tuple is one image pair per class (emotion, or polarity with ``level="polarity"``); every
+    other class's positive is a negative, with no regard for polarity. The papers' main embedding
+    baseline.
     """
 
     def _tuple_loss(self, anchors, positives, polarity, a_idx, p_idx, pc, ec):
@@ -93,8 +108,8 @@ class GEPLoss(_TupleLoss):
     needs_confidences = True   # the default, adaptive beta; an instance with a fixed beta does not
     apse_family = True
 
-    def __init__(self, beta: float | None = None):
-        super().__init__()
+    def __init__(self, beta: float | None = None, level: str = "emotion"):
+        super().__init__(level)
         self.beta = check_beta(beta)
         self.needs_confidences = self.beta is None
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from apse import losses as L
 from apse.losses import baselines as LB
 from apse.losses import functional as LF
-from apse.emotions import polarity_labels
+from apse.emotions import POLARITIES, polarity_labels
 
 SEEDS = [0, 1, 2]
 PAPER_POLARITY = [0, 0, 0, 0, 1, 1, 1, 1]
@@ -326,13 +326,78 @@ def test_split_into_tuples_on_shuffled_balanced_batch(k):
 @pytest.mark.parametrize("labels", [
     torch.arange(8).repeat(4)[:-1],               # one emotion short
     torch.arange(8).repeat(3),                    # odd K
-    torch.arange(7).repeat(4),                    # an emotion missing
     torch.arange(8),                              # K = 1
-    torch.tensor([0, 0, 1, 1, 9, 9, 3, 3]),       # out of range
+    torch.zeros(4, dtype=torch.long),             # one class
+    torch.tensor([], dtype=torch.long),           # empty
 ])
 def test_split_into_tuples_rejects_unbalanced_batches(labels):
-    with pytest.raises(ValueError, match=r"8 emotions x .*even.*8 x 4.*got"):
+    with pytest.raises(ValueError, match=r"2 or more classes x .*even.*8 x 4.*got"):
         L.split_into_tuples(labels)
+
+
+def test_split_into_tuples_rejects_negative_labels():
+    with pytest.raises(ValueError, match=">= 0"):
+        L.split_into_tuples(torch.tensor([0, 0, -1, -1]))
+
+
+def test_split_into_tuples_takes_any_number_of_classes():
+    """Seven emotions (a batch sampler with P < 8), or Twitter I's two polarities x 16: the rows are
+    the classes present, in label order, and pair t of each class is images 2t, 2t + 1 of it."""
+    labels = torch.tensor([6, 0, 2, 6, 0, 2, 2, 0, 6, 2, 6, 0])  # 0, 2, 6 four times each
+    idx = L.split_into_tuples(labels)
+    assert idx.shape == (2, 3, 2)
+    assert idx[:, 0].tolist() == [[1, 4], [7, 11]]              # label 0 in batch order: 1 4 7 11
+    assert (labels[idx] == torch.tensor([0, 2, 6])[None, :, None]).all()
+    g = torch.Generator().manual_seed(1)
+    pol = torch.arange(2).repeat(16)[torch.randperm(32, generator=g)]
+    assert L.split_into_tuples(pol, POLARITIES).shape == (8, 2, 2)
+    with pytest.raises(ValueError, match="positive=3, negative=2"):
+        L.split_into_tuples(torch.tensor([0, 0, 0, 1, 1]), POLARITIES)
+
+
+def test_npair_loss_on_polarity_labels_matches_a_naive_loop():
+    """Twitter I's tuples hold one pair per polarity, so each anchor has one negative:
+    log(1 + exp(s_12 - s_11)) per anchor, averaged over anchors and tuples."""
+    torch.manual_seed(0)
+    emb = F.normalize(torch.randn(8, 6), dim=1)
+    labels = torch.tensor([1, 0, 0, 1, 1, 0, 1, 0])
+    # class 0 in batch order: 1 2 5 7; class 1: 0 3 4 6. Pairs (anchor, positive): class 0
+    # (1, 2), (5, 7); class 1 (0, 3), (4, 6). Tuple t = pair t of both.
+    tuples = [((1, 2), (0, 3)), ((5, 7), (4, 6))]
+    naive = []
+    for t in tuples:
+        for i, (a, _) in enumerate(t):
+            s_ii = float(emb[a] @ emb[t[i][1]])
+            s_ij = float(emb[a] @ emb[t[1 - i][1]])
+            naive.append(math.log(1 + math.exp(s_ij - s_ii)))
+    loss = L.NPairLoss(level="polarity")(emb, labels)
+    assert float(loss) == pytest.approx(sum(naive) / len(naive), abs=1e-6)
+    # the emotions' default reads these labels as amusement and contentment: the same N-pair loss
+    assert float(L.NPairLoss()(emb, labels)) == pytest.approx(float(loss), abs=1e-7)
+
+
+def test_tuple_losses_read_the_classes_polarities_from_the_level():
+    """At the polarity level a tuple's two classes have opposite polarities: EP's intra term (same
+    polarity negatives) is empty and its inter term has no same-polarity mean, so EP is 0 there;
+    read as emotions 0 and 1 (both positive), the same labels make EP the N-pair loss's intra twin."""
+    torch.manual_seed(1)
+    emb = F.normalize(torch.randn(8, 5), dim=1)
+    labels = torch.tensor([0, 1] * 4)
+    assert float(L.EPLoss(level="polarity")(emb, labels)) == pytest.approx(0.0, abs=1e-7)
+    as_emotions = float(L.EPLoss()(emb, labels))
+    assert as_emotions == pytest.approx(float(L.NPairLoss()(emb, labels)), abs=1e-6)
+    with pytest.raises(ValueError, match="polarity level lie in 0..1"):
+        L.NPairLoss(level="polarity")(emb, torch.tensor([0, 2] * 4))
+    with pytest.raises(ValueError, match="unknown label level"):
+        L.NPairLoss(level="sentiment")
+
+
+def test_configured_loss_at_the_polarity_level():
+    section = L.LossConfig(loss="softmax")
+    head = L.build_configured_loss(section, 16, level="polarity")
+    assert head.head.out_features == 2
+    assert L.build_configured_loss(L.LossConfig(loss="npair"), 16, level="polarity").level == "polarity"
+    assert L.build_configured_loss(L.LossConfig(loss="npair"), 16).level == "emotion"
 
 
 def test_split_into_tuples_error_lists_counts():
@@ -484,3 +549,26 @@ def test_build_loss_covers_all_names_and_rejects_unknown():
     assert L.build_loss("softmax", embedding_dim=64).head.in_features == 64
     with pytest.raises(ValueError, match="valid names are: npair, ep, wep, gep"):
         L.build_loss("lifted")
+
+
+def test_objective_supervises_the_heads_the_labels_reach():
+    """Emotion labels supervise a polarity head through the emotions' polarities and an emotion
+    head directly; polarity labels (Twitter I) supervise the polarity head only; with no head
+    they reach, the objective is L_emb alone (lam does not scale it)."""
+    torch.manual_seed(2)
+    emb = F.normalize(torch.randn(8, 5), dim=1)
+    pc = torch.softmax(torch.randn(8, 2), 1)
+    ec = torch.softmax(torch.randn(8, 8), 1)
+    emotions = torch.tensor([0, 5, 0, 5, 3, 6, 3, 6])
+    npair = L.NPairLoss()
+    total, l_emb, l_att = L.APSEObjective(npair, True, 0.3)(
+        emb, emotions, pc, ec, [("polarity", pc), ("emotion", ec)])
+    want_att = (LF.attention_loss(pc, polarity_labels(emotions)) + LF.attention_loss(ec, emotions))
+    assert float(l_att) == pytest.approx(float(want_att), abs=1e-6)
+    assert float(total) == pytest.approx(0.3 * float(l_emb) + 0.7 * float(want_att), abs=1e-6)
+    polarities = torch.tensor([0, 1] * 4)
+    objective = L.APSEObjective(L.NPairLoss(level="polarity"), True, 0.3, level="polarity")
+    total, l_emb, l_att = objective(emb, polarities, pc, ec, [("polarity", pc), ("emotion", ec)])
+    assert float(l_att) == pytest.approx(float(LF.attention_loss(pc, polarities)), abs=1e-6)
+    total, l_emb, l_att = objective(emb, polarities, None, ec, [("emotion", ec)])
+    assert float(total) == float(l_emb) and float(l_att) == 0.0
