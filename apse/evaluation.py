@@ -188,35 +188,40 @@ def _amp_dtype(device: torch.device) -> torch.dtype:
 
 def evaluate_split(model: torch.nn.Module, train_set: Dataset, test_set: Dataset, *, batch_size: int = 64,
                    device: str | torch.device | None = None, f1_k: int = 32, progress: bool = True,
-                   gallery: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   gallery: tuple[torch.Tensor, torch.Tensor] | None = None, level: str = "emotion",
                    **embed_kw: Any) -> dict[str, float]:
     """FI protocol: every image of ``test_set`` queries the images of ``train_set``.
+
+    ``level``: what the labels are (:data:`apse.emotions.LEVELS`), as in
+    :func:`apse.metrics.retrieval_metrics` (polarity labels: the polarity level's metrics).
 
     ``gallery``: ``(embeddings, labels)`` of ``train_set`` under this very model, when the caller
     has them already (:func:`embed_dataset`'s output; the trainer keeps its chosen epoch's from the
     validation that chose it): they are used as they are, not computed again.
     Returns the eight metrics of :func:`apse.metrics.retrieval_metrics` (python floats).
     """
-    return _protocol(model, test_set, train_set, batch_size, device, f1_k, progress, embed_kw, gallery)
+    return _protocol(model, test_set, train_set, batch_size, device, f1_k, progress, embed_kw, gallery, level)
 
 
 def leave_one_out(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 64,
                   device: str | torch.device | None = None, f1_k: int = 32, progress: bool = True,
-                  **embed_kw: Any) -> dict[str, float]:
-    """Small-dataset protocol: every image of ``dataset`` queries all the others (itself excluded)."""
-    return _protocol(model, dataset, None, batch_size, device, f1_k, progress, embed_kw)
+                  level: str = "emotion", **embed_kw: Any) -> dict[str, float]:
+    """Small-dataset protocol: every image of ``dataset`` queries all the others (itself excluded);
+    ``level`` as in :func:`evaluate_split`."""
+    return _protocol(model, dataset, None, batch_size, device, f1_k, progress, embed_kw, level=level)
 
 
 def _protocol(model: torch.nn.Module, queries: Dataset, gallery: Dataset | None, batch_size: int,
               device: str | torch.device | None, f1_k: int, progress: bool,
               embed_kw: dict[str, Any],
-              embedded: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+              embedded: tuple[torch.Tensor, torch.Tensor] | None = None,
+              level: str = "emotion") -> dict[str, float]:
     """Both protocols: embed the gallery (when there is one and it is not ``embedded`` already) and
     the queries, then :func:`apse.metrics.evaluate_embeddings`; without a gallery every query
     searches the others."""
     if gallery is None:
         emb, labels = embed_dataset(model, queries, batch_size, device, progress=progress, **embed_kw)
-        return evaluate_embeddings(emb, labels, None, None, f1_k=f1_k)
+        return evaluate_embeddings(emb, labels, None, None, f1_k=f1_k, level=level)
     if embedded is not None:
         gallery_emb, gallery_labels = embedded
         if len(gallery_emb) != len(gallery) or len(gallery_labels) != len(gallery):
@@ -227,7 +232,7 @@ def _protocol(model: torch.nn.Module, queries: Dataset, gallery: Dataset | None,
     query_emb, query_labels = embed_dataset(model, queries, batch_size, device, progress=progress,
                                             desc="embed queries", **embed_kw)
     return evaluate_embeddings(query_emb, query_labels, gallery_emb, gallery_labels, exclude_self=False,
-                               f1_k=f1_k)
+                               f1_k=f1_k, level=level)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

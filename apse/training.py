@@ -44,7 +44,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -105,6 +105,15 @@ class Trainer:
             error is a terminal, or one line per phase (feature extraction) when it is not, e.g. a
             log file (:mod:`apse.progress`). False: silent.
         log: where per-epoch lines go (default ``tqdm.write``).
+        model: train this network instead of building the config's (e.g. an FI model's head on another
+            data set's features); the config's model section should describe it.
+        run_data: train on this prepared data (:class:`~apse.training_data.RunData`, e.g.
+            :func:`~apse.training_data.feature_run_data` over cached features) instead of opening
+            ``data``; its ``level`` (emotion or polarity labels) reaches the losses and the metrics.
+        frozen: modules of the model that do not train (e.g. an emotion head that has no labels in
+            polarity-only data).
+        start_candidate: the model as it starts (epoch 0) is validated and chosen unless an epoch
+            beats it (fine-tuning a trained model: training may not help it).
 
     After :meth:`setup`, ``trainer.run`` is the run's prepared data (:class:`~apse.training_data.RunData`);
     the fields below read it, as the book and the experiments do (``trainer.split``, ``trainer.test_set``).
@@ -118,9 +127,14 @@ class Trainer:
     train_loader = _run_field("train_loader")
 
     def __init__(self, config: TrainConfig, data: Any, out_dir: str | os.PathLike | None, *, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None):
+                 overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None,
+                 model: nn.Module | None = None, run_data: RunData | None = None, frozen: Sequence[nn.Module] = (),
+                 start_candidate: bool = False):
         self.config = config.validate()
         self.data = data
+        self._given_model, self._given_run, self._frozen = model, run_data, tuple(frozen)
+        self.start_candidate = start_candidate
+        self.start_metrics: dict[str, float] | None = None  # epoch 0's validation (start_candidate)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.resume, self.overwrite, self.progress = resume, overwrite, progress
         self.dist = init_distributed(config.device)
@@ -143,6 +157,13 @@ class Trainer:
         self._best_gallery: tuple[torch.Tensor, torch.Tensor] | None = None
         self._setup_done = False
         self._t_init = time.time()  # wall time counts setup too (feature extraction included)
+
+    @property
+    def level(self) -> str:
+        """What the labels are (:data:`apse.emotions.LEVELS`): the prepared data's level; emotions
+        for a data set the trainer opens itself."""
+        run = self.run if self.run is not None else self._given_run
+        return run.level if run is not None else "emotion"
 
     def log(self, msg: str) -> None:
         if self.dist.is_main and self.progress:
@@ -167,9 +188,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         seed_everything(cfg.seed)
 
-        self.model = build_model(cfg).to(self.device)
+        self.model = (self._given_model if self._given_model is not None else build_model(cfg)).to(self.device)
         if cfg.cache_features:
             self.model.freeze_backbone(True)
+        for module in self._frozen:
+            module.requires_grad_(False)
         if cfg.freeze_bn:
             self.model.freeze_batchnorm(True)
         if self.channels_last:
@@ -179,7 +202,8 @@ class Trainer:
         self._build_loss()
         self._build_data()
 
-        self.step_module = TrainStep(self.model, APSEObjective(self.loss_fn, self.use_attention_loss, cfg.lam))
+        self.step_module = TrainStep(self.model, APSEObjective(self.loss_fn, self.use_attention_loss, cfg.lam,
+                                                               level=self.level))
         self.ddp_module: nn.Module = self.step_module
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -215,7 +239,7 @@ class Trainer:
         cfg = self.config
         entry = loss_entry(cfg.loss)
         try:
-            self.loss_fn = build_configured_loss(cfg, cfg.embedding_dim).to(self.device)
+            self.loss_fn = build_configured_loss(cfg, cfg.embedding_dim, self.level).to(self.device)
         except TypeError as exc:
             raise ConfigError(f"loss_options do not fit loss {entry.name!r}: {exc}") from None
         if self.loss_fn.needs_confidences and not self.has_heads:
@@ -224,6 +248,9 @@ class Trainer:
                               "use attention=hierarchical" + (" or a fixed beta (beta=0.5)" if fixed_beta else ""))
 
     def _build_data(self) -> None:
+        if self._given_run is not None:
+            self.run = self._given_run
+            return
         self.run = prepare_data(self.config, self.data, self.model, device=self.device, dist_info=self.dist,
                                 log=self.log, progress=self.progress)
 
@@ -395,16 +422,16 @@ class Trainer:
             return None
         kw = {**self._embed_kw(), **embed_kw}
         self._val_gallery = embed_dataset(self.model, gallery_set, desc="embed gallery", **kw)
-        return evaluate_split(self.model, gallery_set, val_set, gallery=self._val_gallery, **kw)
+        return evaluate_split(self.model, gallery_set, val_set, gallery=self._val_gallery, level=self.level, **kw)
 
     def test(self) -> dict[str, float] | None:
         """The test protocol on the test split (called once, after training)."""
         if len(self.test_set) == 0:
             return None
         if self.config.resolved_protocol() == "loo":
-            return leave_one_out(self.model, self.test_set, **self._embed_kw())
+            return leave_one_out(self.model, self.test_set, level=self.level, **self._embed_kw())
         return evaluate_split(self.model, self.gallery_set, self.test_set, gallery=self._best_gallery,
-                              **self._embed_kw())
+                              level=self.level, **self._embed_kw())
 
     def test_by_source(self) -> dict[str, dict[str, float]] | None:
         """A pooled data set's test images scored per source: each source's held-out images query
@@ -419,7 +446,8 @@ class Trainer:
             queries = [i for i in self.split["test"] if sources[i] == source]
             if gallery and queries:
                 out[source] = evaluate_split(self.model, Subset(self.gallery_set.dataset, gallery),
-                                             Subset(self.test_set.dataset, queries), **self._embed_kw())
+                                             Subset(self.test_set.dataset, queries), level=self.level,
+                                             **self._embed_kw())
         return out
 
     def _is_better(self, metrics: dict[str, float]) -> bool:
@@ -444,6 +472,11 @@ class Trainer:
                      f"{len(self.split['test'])} test images, {len(self.batch_sampler)} batches per epoch")
         if self.start_epoch == 0 and cfg.probe_epochs:
             self.probe_result = self.probe()
+        if self.start_epoch == 0 and self.start_candidate:
+            # the starting model is a candidate: an epoch must beat it (strictly) to be chosen
+            self.start_metrics = self.validate()
+            self.best = {"epoch": 0, "metrics": self.start_metrics, "model": cpu_state(self.model)}
+            self._best_gallery = self._val_gallery
         for epoch in range(self.start_epoch + 1, cfg.epochs + 1):
             t0 = time.time()
             entry: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}

@@ -33,10 +33,11 @@ from apse.data.decoded import DEFAULT_MAX_BYTES, DecodedImages, decode_cache_ena
 from apse.distributed import DistInfo
 from apse.evaluation import GatheredBatches
 from apse.io import atomic_write
+from apse.emotions import classes_of
 from apse.protocol import ProtocolConfig
 from apse.provenance import cache_root, dataset_fingerprint
 
-__all__ = ["MIN_PER_CLASS", "RunData", "prepare_data", "open_dataset", "split_indices", "feature_cache_path", "with_transform"]
+__all__ = ["MIN_PER_CLASS", "RunData", "prepare_data", "feature_run_data", "open_dataset", "split_indices", "feature_cache_path", "with_transform"]
 
 _FEATURES_FORMAT_VERSION = 1  # part of the feature cache key: bump when what is cached changes meaning
 
@@ -175,6 +176,41 @@ class RunData:
     sources: list[str] | None       # a pooled data set's source of each sample (None: one source)
     base: Dataset                   # the dataset as opened, and its eval transform: the probe stage
     eval_transform: Any             # caches features of these
+    level: str = "emotion"          # what the labels are (apse.emotions.LEVELS): the losses' and metrics'
+
+
+def feature_run_data(features: FeatureDataset, labels: Any, split: dict[str, list[int]], config: TrainConfig,
+                     *, level: str = "emotion") -> RunData:
+    """The run data of stage maps cached already, labelled at ``level``: what :class:`apse.training.Trainer`
+    takes instead of a data set to train a head on another data set's features (the transfer
+    experiments: Twitter I under an FI model's frozen backbone, :func:`apse.transfer.fine_tune`).
+
+    ``labels`` (one per item of ``features``, at ``level``) replace the cache's own; ``split`` holds
+    the ``train``, ``val`` and ``test`` item indices; the balanced batches of the training items are
+    ``config``'s (its batching fields and seed), as :func:`prepare_data` builds them. The gallery is the training items, as in a run.
+    """
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    classes_of(level)  # checks the level
+    if len(y) != len(features):
+        raise ValueError(f"{len(y)} labels for {len(features)} cached items")
+    split = {k: [int(i) for i in split.get(k, [])] for k in ("train", "val", "test")}
+    if not split["train"]:
+        raise ValueError("the training split is empty")
+    train_ds = FeatureDataset(features.features, y, features.meta, train=True)
+    eval_ds = FeatureDataset(features.features, y, features.meta)
+    train_labels = [int(y[i]) for i in split["train"]]
+    sampler = BalancedBatchSampler(train_labels, classes_per_batch=config.classes_per_batch,
+                                   samples_per_class=config.samples_per_class,
+                                   batches_per_epoch=config.batches_per_epoch, seed=config.seed)
+    try:
+        samples = features.samples
+    except AttributeError:  # features made in memory, not from files: items stand for themselves
+        samples = [(f"item-{i}", int(label)) for i, label in enumerate(y.tolist())]
+    root = str(features.root) if features.root is not None else "<features>"
+    return RunData(root, samples, split, Subset(train_ds, split["train"]), Subset(eval_ds, split["train"]),
+                   Subset(eval_ds, split["val"]), Subset(eval_ds, split["test"]), train_labels, sampler,
+                   torch.Generator(), GatheredBatches(train_ds, split["train"], sampler), None, None, None,
+                   eval_ds, None, level)
 
 
 def _decoded_images(config: TrainConfig, base: Dataset, mean, std, *, log: Callable[[str], None],
@@ -205,7 +241,8 @@ def prepare_data(config: TrainConfig, data: Any, model: nn.Module, *, device: to
     split = split_indices(config, labels, getattr(base, "sources", None))
     if not split["train"]:
         raise ValueError("the training split is empty; check the data folder and split fractions")
-    counts = np.bincount([labels[i] for i in split["train"]], minlength=8)
+    # a data set opened here is labelled with emotions (feature_run_data takes other levels)
+    counts = np.bincount([labels[i] for i in split["train"]], minlength=len(classes_of("emotion")))
     # a class with fewer than samples_per_class images is sampled with replacement (the sampler warns);
     # with fewer than an anchor and a positive it cannot form an N-pair tuple at all
     if (counts < MIN_PER_CLASS).any():

@@ -175,7 +175,7 @@ def test_nan_guard_names_epoch_and_step(tiny, tmp_path, monkeypatch):
         def forward(self, embeddings, labels, polarity_confidence=None, emotion_confidence=None):
             return embeddings.sum() * float("nan")
 
-    monkeypatch.setattr(training, "build_configured_loss", lambda config, embedding_dim: NaNLoss())
+    monkeypatch.setattr(training, "build_configured_loss", lambda config, embedding_dim, level="emotion": NaNLoss())
     with pytest.raises(training.TrainingDiverged, match=r"loss became nan at epoch 1, step 1"):
         training.train(tiny_config(tmp_path, cache_features=True), tiny, tmp_path / "nan", progress=False)
 

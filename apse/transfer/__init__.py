@@ -24,7 +24,7 @@ head's weights and train it on the 4 training folds*. The papers fine-tune every
   ``level="polarity"``: relevance = same polarity for mAP2, NN, FT, ST, DCG, F1 and ANMRR; there is
   no mAP8). NN is then the leave-one-out 1-nearest-neighbour polarity accuracy;
 - the embedding is trained with the N-pair loss on the two polarity classes
-  (:func:`polarity_npair_loss`): each tuple holds one anchor/positive pair per polarity, so
+  (:class:`apse.losses.NPairLoss` with ``level="polarity"``): each tuple holds one anchor/positive pair per polarity, so
   ``L = log(1 + exp(s_12 - s_11))`` per anchor. Why not EP: with one class per polarity, both of its
   terms are empty (no other class of the same polarity: ``P_i`` is empty), so EP is 0 by
   definition; GEP and WEP inherit that. The N-pair loss needs no margin to tune for the new domain
@@ -47,7 +47,7 @@ Modules, one job each (everything public is re-exported here, ``from apse.transf
 
 - :mod:`~apse.transfer.fi_models`: the FI-trained models (:func:`fi_checkpoint`) and a dataset's
   cached features under their frozen backbone (:func:`dataset_features`);
-- :mod:`~apse.transfer.finetune`: :func:`polarity_npair_loss`, :class:`FineTune`, :func:`fine_tune`;
+- :mod:`~apse.transfer.finetune`: :class:`FineTune`, :func:`fine_tune` (a :class:`apse.training.Trainer` run);
 - :mod:`~apse.transfer.protocol`: :func:`small_dataset_protocol`, :func:`evaluate_fold`,
   :func:`linear_probe`;
 - :mod:`~apse.transfer.rows`: the Twitter I table's rows (:data:`ROWS`) and shared constants;
@@ -63,7 +63,7 @@ from apse.transfer.cli import main
 from apse.transfer.fi_models import (DEFAULT_BASE, FI_TRAINING, FI_VARIANTS, dataset_features,
                                      fi_checkpoint, fi_model_config, state_hash)
 from apse.transfer.figure import plot_polarity_retrievals
-from apse.transfer.finetune import FineTune, fine_tune, polarity_npair_loss
+from apse.transfer.finetune import FineTune, fine_tune
 from apse.transfer.protocol import evaluate_fold, gap_features, linear_probe, small_dataset_protocol
 from apse.transfer.report import (load_meta, load_retrievals, load_runs, paired_difference,
                                   summarise_runs, summary_table, write_summary)
@@ -72,7 +72,7 @@ from apse.transfer.rows import (ACCURACY_LABELS, DEFAULT_RESULTS, FIGURE_QUERIES
 from apse.transfer.twitter1 import run_file_name, run_key, run_twitter1
 
 __all__ = ["FI_VARIANTS", "FineTune", "fi_model_config", "fi_checkpoint", "dataset_features",
-           "polarity_npair_loss", "fine_tune", "small_dataset_protocol", "linear_probe",
+           "fine_tune", "small_dataset_protocol", "linear_probe",
            "ROWS", "run_twitter1", "load_runs", "summarise_runs", "summary_table",
            "load_retrievals", "load_meta", "paired_difference", "plot_polarity_retrievals", "main",
            # also public before the split into modules (module-level names of apse/transfer.py)

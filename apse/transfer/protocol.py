@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from apse.data import stratified_kfold
-from apse.emotions import polarity_of
+from apse.emotions import class_polarities, polarity_of
 from apse.evaluation import summarise
 from apse.pooling import l2_normalise
 from apse.checkpoints import load_model
@@ -67,13 +67,14 @@ def evaluate_fold(model: nn.Module, features, labels, held: Sequence[int], *,
     y = labels_tensor(labels)[list(map(int, held))]
     out = predict_on(model, features, held)
     metrics = retrieval_scores(out["embedding"], y, level=level)
-    pol = y if level == "polarity" else (y >= 4).long()
+    pol = class_polarities(level)[y]  # each label's polarity (polarity labels: themselves)
     acc: dict[str, float] = {}
     if out.get("polarity_confidence") is not None:
         acc["polarity_head"] = float((out["polarity_confidence"].argmax(1) == pol).double().mean())
     if out.get("emotion_confidence") is not None:
         ec = out["emotion_confidence"]
-        neg = ec[:, 4:].sum(1) > ec[:, :4].sum(1)
+        negative = class_polarities("emotion").bool()  # the emotion head's classes
+        neg = ec[:, negative].sum(1) > ec[:, ~negative].sum(1)
         acc["emotion_head_polarity"] = float((neg.long() == pol).double().mean())
         if level == "emotion":
             acc["emotion_head"] = float((ec.argmax(1) == y).double().mean())

@@ -25,31 +25,6 @@ TINY = ("backbone: efficientnet_lite0\npretrained: false\nimage_size: 32\nresize
 # ---------------------------------------------------------------- the loss
 
 
-def test_polarity_npair_loss_matches_a_naive_loop():
-    torch.manual_seed(0)
-    emb = torch.nn.functional.normalize(torch.randn(10, 6), dim=1)
-    labels = torch.tensor([1, 0, 0, 1, 1, 0, 1, 0, 0, 1])
-    # class 0 in batch order: 1 2 5 7 8; class 1: 0 3 4 6 9. Pairs (anchor, positive): class 0
-    # (1, 2), (5, 7), [8 left out]; class 1 (0, 3), (4, 6), [9 left out]. Tuple t = pair t of both.
-    tuples = [((1, 2), (0, 3)), ((5, 7), (4, 6))]
-    naive = []
-    for t in tuples:
-        for i, (a, _) in enumerate(t):
-            s_ii = float(emb[a] @ emb[t[i][1]])
-            s_ij = float(emb[a] @ emb[t[1 - i][1]])
-            naive.append(math.log(1 + math.exp(s_ij - s_ii)))
-    loss = transfer.polarity_npair_loss(emb, labels)
-    assert float(loss) == pytest.approx(sum(naive) / len(naive), abs=1e-6)
-    # = the N-pair loss of apse.losses on each tuple, averaged
-    per_tuple = [npair_loss(emb[[a for a, _ in t]], emb[[p for _, p in t]]) for t in tuples]
-    assert float(loss) == pytest.approx(float(torch.stack(per_tuple).mean()), abs=1e-6)
-    loss.requires_grad_(False)
-    with pytest.raises(ValueError, match="at least 2 classes"):
-        transfer.polarity_npair_loss(emb, torch.zeros(10, dtype=torch.long))
-    with pytest.raises(ValueError, match="at least 2 images of every class"):
-        transfer.polarity_npair_loss(emb[:3], torch.tensor([0, 0, 1]))
-
-
 def test_linear_probe_separates_separable_classes():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(60, 5, generator=g)
@@ -163,8 +138,27 @@ def test_protocol_on_polarity_data_keeps_the_emotion_head(env):
                                    settings=settings)
     before, after = model.state_dict(), net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("high_head."))
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
     if info["chosen_epoch"] > 0:
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("fuse."))
+    # a Trainer run (issue #24: one loop): epoch 0 is the FI model as it is, validated on a
+    # stratified tenth of the training folds querying the rest, at the polarity level
+    assert len(info["loss_curve"]) == 3 and len(info["val_curve"]) == 4
+    best = max(info["val_curve"])
+    assert info["chosen_epoch"] == info["val_curve"].index(best)  # ties keep the earlier epoch
+    from apse.data import stratified_split
+
+    y = torch.tensor(data.targets)
+    part = stratified_split(y[train_idx].numpy(), (0.9, 0.1, 0.0), seed=0)
+    fit = [train_idx[i] for i in part["train"]]
+    val = [train_idx[i] for i in part["val"]]
+    assert (info["n_train"], info["n_val"]) == (len(fit), len(val))
+    with torch.no_grad():
+        model.eval()
+        g = model.forward_features(feats.get_batch(fit)[0]).embedding
+        q = model.forward_features(feats.get_batch(val)[0]).embedding
+    start = evaluate_embeddings(q, y[val], g, y[fit], level="polarity")["mAP2"]
+    assert info["val_curve"][0] == pytest.approx(round(start, 4), abs=1e-4)
     with pytest.raises(ValueError, match="polarity labels only"):
         transfer.small_dataset_protocol(data, ckpt, level="emotion", settings=None, log=None)
 
