@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from apse.emotions import NUM_EMOTIONS, NUM_POLARITIES, polarity_of
-from apse.losses import APSEObjective
+from apse.losses import APSEObjective, automatic_attention_loss
 
 
 def make_toy_data(n_per_class: int = 48, dim: int = 16, spread: float = 0.9, seed: int = 0):
@@ -118,14 +118,13 @@ def train_toy(loss_fn: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int =
 
     With the attention loss (ICCV Eq. 2) the confidence heads are trained too, and the objective is
     lam * L_emb + (1 - lam) * L_att, as in the papers; without it only the embedding loss is optimised
-    and the heads keep their initial weights. `attention=None` (default) uses the attention loss iff
-    the loss needs confidences (WEP, adaptive GEP): the toy trains its heads only for a loss that reads
-    them, so that chapters 5-7 see EP and fixed-beta GEP with untrained heads. That is not the rule of
-    a training run (:func:`apse.losses.automatic_attention_loss`: on for the whole APSE family, EP
-    included, as in the papers' method); the chapters' numbers rest on the toy's. `attention=True` or
-    `False` forces it either way: e.g. ``train_toy(EPLoss(), X, y, attention=True)`` is the control
-    "EP + attention loss" that separates the effect of training the heads (which shape the shared
-    hidden layers) from the effect of using their confidences in the loss.
+    and the heads keep their initial weights. `attention=None` (default) is a training run's rule
+    (:func:`apse.losses.automatic_attention_loss`): on for the APSE family (EP, WEP, GEP), as in the
+    papers' method, off for the baselines. `attention=True` or `False` forces it either way: chapters
+    5-7 train EP and fixed-beta GEP with ``attention=False`` to see the loss alone, and
+    ``train_toy(EPLoss(), X, y, attention=True)`` is the control "EP + attention loss" that separates
+    the effect of training the heads (which shape the shared hidden layers) from the effect of using
+    their confidences in the loss.
 
     The confidences are passed to the loss only when it needs them (`loss_fn.needs_confidences`);
     the losses that use them detach them, so the heads learn from the attention loss alone.
@@ -135,7 +134,9 @@ def train_toy(loss_fn: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int =
     if attention is not None and not isinstance(attention, bool):
         raise ValueError(f"attention must be None, True or False, got {attention!r}")
     needs_conf = bool(getattr(loss_fn, "needs_confidences", False))
-    objective = APSEObjective(loss_fn, needs_conf if attention is None else attention, lam)
+    if attention is None:  # the toy has both heads
+        attention = automatic_attention_loss(loss_fn, model_has_heads=True)
+    objective = APSEObjective(loss_fn, attention, lam)
 
     torch.manual_seed(seed)
     model = ToyNet(in_dim=X.shape[1])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from apse.emotions import NUM_EMOTIONS
-from apse.losses import EPLoss, NPairLoss, WEPLoss
+from apse.losses import EPLoss, GEPLoss, NPairLoss, WEPLoss
 from apse.toy import circle_order, make_toy_data, polarity_boundaries, toy_split, train_toy
 
 
@@ -106,10 +106,16 @@ def test_attention_keyword_trains_or_freezes_the_heads(small_split):
     init = _heads(train_toy(EPLoss(), X, y, steps=0, seed=1).model)
     heads_on = _heads(train_toy(EPLoss(), X, y, steps=15, seed=1, attention=True).model)
     heads_off = _heads(train_toy(EPLoss(), X, y, steps=15, seed=1, attention=False).model)
-    heads_default = _heads(train_toy(EPLoss(), X, y, steps=15, seed=1).model)   # EP needs no confidences
     assert all(not torch.equal(heads_on[n], init[n]) for n in init)
     assert all(torch.equal(heads_off[n], init[n]) for n in init)
-    assert all(torch.equal(heads_default[n], init[n]) for n in init)
+    # the default is a training run's rule (issue #24: one rule): on for the APSE family, EP included,
+    # off for a baseline
+    assert (train_toy(EPLoss(), X, y, steps=15, seed=1).losses
+            == train_toy(EPLoss(), X, y, steps=15, seed=1, attention=True).losses)
+    npair_default = _heads(train_toy(NPairLoss(), X, y, steps=15, seed=1).model)
+    assert all(torch.equal(npair_default[n], init[n]) for n in init)
+    fixed = train_toy(GEPLoss(beta=0.5), X, y, steps=3, seed=1)
+    assert fixed.losses == train_toy(GEPLoss(beta=0.5), X, y, steps=3, seed=1, attention=True).losses
     # a loss that needs confidences still gets them with attention=False, but no gradient reaches the heads
     wep_off = _heads(train_toy(WEPLoss(), X, y, steps=5, seed=1, attention=False).model)
     assert all(torch.equal(wep_off[n], init[n]) for n in init)
