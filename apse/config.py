@@ -2,16 +2,18 @@
 
 :class:`TrainConfig` is the only place a training run's settings live, in one section per concern:
 :class:`ModelConfig` (APSENet's arguments), :class:`LossConfig`, :class:`OptimConfig`,
-:class:`ImageConfig`, :class:`RunConfig` and :class:`ProtocolConfig`, joined into one flat dataclass
-(so that YAML files, ``key=value`` overrides and stored configs stay one mapping of names to values;
-``config.section("model")`` gives one on its own). A section lives beside the code that consumes it
-and checks its own fields there: the model's in :mod:`apse.model` (``check_model``;
-``APSENet.from_config`` builds from it), the loss's in :mod:`apse.losses` (``check_loss``;
-:func:`apse.losses.build_configured_loss`), the optimisation's in :mod:`apse.optim` (``check_optim``;
-:func:`apse.optim.build_optimizer`), the protocol's in :mod:`apse.protocol` (``check_protocol``;
-:func:`apse.training_data.split_indices`), the image sizes' in :mod:`apse.data.transforms`
-(``check_image``). This module imports none of their option lists, and keeps the run section and
-the rules that span sections (the batches, checked here until they move to the data). A registered name (backbone, fusion,
+:class:`BatchConfig`, :class:`ImageConfig`, :class:`RunConfig` and :class:`ProtocolConfig`, joined
+into one flat dataclass (so that YAML files, ``key=value`` overrides and stored configs stay one
+mapping of names to values; ``config.section("model")`` gives one on its own). A section lives beside
+the code that consumes it and checks its own fields there: the model's in :mod:`apse.model`
+(``check_model``; ``APSENet.from_config`` builds from it), the loss's in :mod:`apse.losses`
+(``check_loss``; :func:`apse.losses.build_configured_loss`), the optimisation's in :mod:`apse.optim`
+(``check_optim``; :func:`apse.optim.build_optimizer`), the batches' in :mod:`apse.data.sampler`
+(``check_batches``; ``BalancedBatchSampler.from_config``), the protocol's in :mod:`apse.protocol`
+(``check_protocol``; :func:`apse.training_data.split_indices`), the image sizes' in
+:mod:`apse.data.transforms` (``check_image``). This module imports none of their option lists; it
+keeps the run section (how a run executes, which the trainer reads: ``check_run``) and the one rule
+that spans sections (a frozen, cached backbone is not fine-tuned). A registered name (backbone, fusion,
 loss, metric) is read by its registry's own lookup (``"lite0"``, ``"GEP"``: :mod:`apse.registry`'s
 one rule) and stored as the registry spells it (``"efficientnet_lite0"``, ``"gep"``). Its defaults
 are the papers' protocol (spec, "Training and evaluation protocol"): ResNet-50 pretrained on
@@ -65,6 +67,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from apse.checks import NULLS, ConfigError, choice
+from apse.data.sampler import BatchConfig
 from apse.data.transforms import ImageConfig
 from apse.losses import LossConfig, loss_names
 from apse.model import ModelConfig
@@ -88,12 +91,19 @@ class RunConfig:
     num_workers: int = 2                       # DataLoader workers in image mode
     batch_size_eval: int = 64                  # batch size for embedding evaluation sets
 
+    def check_run(self) -> None:
+        """Check the run fields (ConfigError with one sentence)."""
+        if self.batch_size_eval < 1:
+            raise ConfigError(f"batch_size_eval must be a positive integer, got {self.batch_size_eval}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+
 
 # The sections are joined by inheritance: a dataclass lists its bases' fields first, deepest base
-# first, so the reversed order below keeps the fields (and so to_dict, YAML files and run keys) in the
-# order model, loss, optimisation, images, run, protocol.
+# first, so the reversed order below keeps the fields (and so to_dict and stored configs) in the order
+# model, loss, optimisation, batches, images, run, protocol (run keys hash the fields by name).
 @dataclass
-class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfig, ModelConfig):
+class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, BatchConfig, OptimConfig, LossConfig, ModelConfig):
     """Every setting of a training run, one section per concern (see the module docstring for the loss
     switches); :meth:`section` gives one section on its own, e.g. ``config.section("model")``."""
 
@@ -111,19 +121,12 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
         self.check_optim()  # the optimisation section, by its owner (apse.optim.OptimConfig)
         self.check_protocol()  # the protocol section, by its owner (apse.protocol.ProtocolConfig)
         self.check_image()     # the image section, by its owner (apse.data.transforms.ImageConfig)
-        for name in ("classes_per_batch", "samples_per_class", "batch_size_eval"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
-            raise ConfigError(f"batches_per_epoch must be positive or null, got {self.batches_per_epoch}")
-        if self.num_workers < 0:
-            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.cache_features and self.fine_tunes_backbone():  # the run section against the optimisation's
+        self.check_batches()   # the batches, by their owner (apse.data.sampler.BatchConfig)
+        self.check_run()       # the run section, here
+        # the one rule across sections: the run section against the optimisation's
+        if self.cache_features and self.fine_tunes_backbone():
             raise ConfigError("backbone_lr, freeze_bn, warmup_epochs and probe_epochs fine-tune the "
                               "backbone; with cache_features=true it is frozen: set cache_features=false")
-        if self.samples_per_class % 2:
-            raise ConfigError("samples_per_class must be even: images 1-2, 3-4, ... of each emotion form "
-                              f"anchor/positive pairs, got {self.samples_per_class}")
         return self
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -142,7 +145,7 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
         return cls(**dict(data))
 
     def section(self, name: str):
-        """The ``model``, ``loss``, ``optim``, ``image``, ``run`` or ``protocol`` settings as their own
+        """The ``model``, ``loss``, ``optim``, ``batch``, ``image``, ``run`` or ``protocol`` settings as their own
         dataclass (:class:`ModelConfig`, ...), e.g. to pass the model's to :class:`apse.model.APSENet`."""
         cls = SECTIONS.get(name)
         if cls is None:
@@ -155,8 +158,8 @@ class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, OptimConfig, LossConfi
 
 
 #: The config's sections by name.
-SECTIONS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "image": ImageConfig, "run": RunConfig,
-            "protocol": ProtocolConfig}
+SECTIONS = {"model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "batch": BatchConfig,
+            "image": ImageConfig, "run": RunConfig, "protocol": ProtocolConfig}
 
 
 #: The key of a config file that names the file it changes (a path relative to its own folder): such a
@@ -335,4 +338,4 @@ def _plain(value: Any) -> Any:
 
 __all__ = ["TrainConfig", "ConfigError", "load_config", "config_delta", "BASE_KEY", "apply_overrides", "loss_names",
            "OPTIMIZERS", "PROTOCOLS", "SECTIONS", "ModelConfig", "LossConfig", "OptimConfig", "ImageConfig",
-           "RunConfig", "ProtocolConfig"]
+           "BatchConfig", "RunConfig", "ProtocolConfig"]

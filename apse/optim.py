@@ -6,9 +6,7 @@ fine-tuning switches; it checks them itself (:meth:`OptimConfig.check_optim`) an
 other sections. Its defaults are the papers': SGD, lr 1e-3, momentum 0.9, weight decay 5e-4, lr x0.1
 every 40 epochs, 100 epochs.
 
-The batching fields (``classes_per_batch``, ``samples_per_class``, ``batches_per_epoch``) sit here
-too, where they have always been in the field order that ``to_dict`` and the stored configs follow;
-the data code consumes them and :class:`~apse.config.TrainConfig` checks them.
+The batches are the data's section (:class:`apse.data.BatchConfig`, beside the sampler).
 """
 from __future__ import annotations
 
@@ -27,7 +25,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 @dataclass
 class OptimConfig:
-    """The optimiser, its learning rates and schedule, the batches and the fine-tuning switches."""
+    """The optimiser, its learning rates and schedule, the epochs and the fine-tuning switches."""
 
     optimizer: str = "sgd"
     lr: float = 1e-3
@@ -42,9 +40,6 @@ class OptimConfig:
     lr_step: int = 40                          # StepLR step size, epochs
     lr_gamma: float = 0.1
     epochs: int = 100
-    classes_per_batch: int = 8
-    samples_per_class: int = 4
-    batches_per_epoch: Optional[int] = None    # None = one pass over the training images
     grad_clip: Optional[float] = None          # max gradient norm; None = no clipping (the papers')
 
     def check_optim(self) -> None:

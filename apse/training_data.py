@@ -199,9 +199,7 @@ def feature_run_data(features: FeatureDataset, labels: Any, split: dict[str, lis
     train_ds = FeatureDataset(features.features, y, features.meta, train=True)
     eval_ds = FeatureDataset(features.features, y, features.meta)
     train_labels = [int(y[i]) for i in split["train"]]
-    sampler = BalancedBatchSampler(train_labels, classes_per_batch=config.classes_per_batch,
-                                   samples_per_class=config.samples_per_class,
-                                   batches_per_epoch=config.batches_per_epoch, seed=config.seed)
+    sampler = BalancedBatchSampler.from_config(train_labels, config, config.seed)
     try:
         samples = features.samples
     except AttributeError:  # features made in memory, not from files: items stand for themselves
@@ -273,10 +271,8 @@ def prepare_data(config: TrainConfig, data: Any, model: nn.Module, *, device: to
     train_set = Subset(train_ds, split["train"])
     train_labels = [labels[i] for i in split["train"]]
     # Every rank builds the same epoch of balanced batches and takes every world_size-th one.
-    sampler = BalancedBatchSampler(
-        train_labels, classes_per_batch=config.classes_per_batch, samples_per_class=config.samples_per_class,
-        batches_per_epoch=config.batches_per_epoch, seed=config.seed, rank=dist_info.rank,
-        world_size=dist_info.world_size)
+    sampler = BalancedBatchSampler.from_config(train_labels, config, config.seed, rank=dist_info.rank,
+                                               world_size=dist_info.world_size)
     if config.cache_features or isinstance(train_ds, DecodedImages):
         # in-memory tensors: whole batches gathered in this process (no workers, no per-item collation)
         loader = GatheredBatches(train_set.dataset, train_set.indices, sampler)

@@ -16,7 +16,7 @@ from apse.experiments import DEFAULT_BASE, run_key
 from apse.losses import GEPLoss, LossConfig, build_configured_loss, gep_loss
 from apse.model import APSENet, ModelConfig
 from apse.optim import OptimConfig, build_optimizer
-from apse.data import ImageConfig
+from apse.data import BalancedBatchSampler, BatchConfig, ImageConfig
 from apse.protocol import ProtocolConfig
 from apse.training_data import split_indices
 
@@ -89,6 +89,26 @@ def test_the_optimisation_section_checks_itself_and_builds_the_optimiser_alone()
         TrainConfig(cache_features=True, probe_epochs=2)
 
 
+def test_the_batch_section_lives_beside_the_sampler_it_builds():
+    """Issue #24: the batching fields were the optimiser's; they are the data's, beside the sampler."""
+    section = BatchConfig(classes_per_batch=2, samples_per_class=6, batches_per_epoch=3)
+    section.check_batches()
+    labels = [i % 2 for i in range(40)]
+    built = BalancedBatchSampler.from_config(labels, section, seed=4)
+    by_hand = BalancedBatchSampler(labels, classes_per_batch=2, samples_per_class=6, batches_per_epoch=3, seed=4)
+    assert built.batches(1) == by_hand.batches(1) and len(built) == 3
+    assert built.batches(1) == BalancedBatchSampler.from_config(labels, TrainConfig(
+        classes_per_batch=2, samples_per_class=6, batches_per_epoch=3), seed=4).batches(1)
+    with pytest.raises(ConfigError, match="samples_per_class must be even"):
+        BatchConfig(samples_per_class=3).check_batches()
+    with pytest.raises(ConfigError, match="batches_per_epoch must be positive or null"):
+        TrainConfig(batches_per_epoch=0)
+    assert SECTIONS["batch"] is BatchConfig
+    assert not {f.name for f in dataclasses.fields(BatchConfig)} & {f.name for f in dataclasses.fields(OptimConfig)}
+    with pytest.raises(ConfigError, match="num_workers must be >= 0"):   # the run section's own check
+        TrainConfig(num_workers=-1)
+
+
 def test_the_protocol_section_checks_itself_and_is_all_the_split_reads():
     section = ProtocolConfig(folds=5, fold=1, select_on="map8")
     section.check_protocol()
@@ -114,7 +134,7 @@ def test_the_image_section_lives_beside_the_transforms():
 def test_config_imports_none_of_the_models_option_lists():
     imported = _top_level_imports(APSE / "config.py")
     assert imported <= {"apse.checks", "apse.losses", "apse.metrics", "apse.model", "apse.optim",
-                        "apse.protocol", "apse.data.transforms"}, imported
+                        "apse.protocol", "apse.data.transforms", "apse.data.sampler"}, imported
     source = (APSE / "config.py").read_text()
     for name in ("ATTENTIONS", "LOW_ATTENTIONS", "STAGES", "FUSIONS", "NORMS", "MASK_SCALES", "REDUCTIONS"):
         assert name not in source, name

@@ -2,19 +2,45 @@
 
 The losses cut such a batch into 2 disjoint N-pair tuples (spec, "Losses": a batch of 32), which needs
 every emotion's K images side by side, in emotion order: :class:`BalancedBatchSampler` makes them.
+:class:`BatchConfig` is the batches' section of a training config (P, K and the batches an epoch),
+beside the sampler it builds (:meth:`BalancedBatchSampler.from_config`); it checks its own fields.
 """
 from __future__ import annotations
 
 import warnings
 from collections import deque
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
 
 import numpy as np
 from torch.utils.data import Sampler
 
+from apse.checks import ConfigError
 from apse.data.images import DataWarning
 from apse.data.splits import _as_labels
 from apse.emotions import EMOTIONS, NUM_EMOTIONS
+
+
+@dataclass
+class BatchConfig:
+    """The batches of a training config: ``classes_per_batch`` (P) classes x ``samples_per_class``
+    (K) images each, the papers' 8 x 4, and ``batches_per_epoch`` (None: about one pass over the
+    training images). :class:`apse.config.TrainConfig` composes it with the other sections."""
+
+    classes_per_batch: int = 8
+    samples_per_class: int = 4
+    batches_per_epoch: Optional[int] = None    # None = one pass over the training images
+
+    def check_batches(self) -> None:
+        """Check the batch fields (ConfigError with one sentence)."""
+        for name in ("classes_per_batch", "samples_per_class"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
+            raise ConfigError(f"batches_per_epoch must be positive or null, got {self.batches_per_epoch}")
+        if self.samples_per_class % 2:
+            raise ConfigError("samples_per_class must be even: images 1-2, 3-4, ... of each emotion form "
+                              f"anchor/positive pairs, got {self.samples_per_class}")
 
 
 class BalancedBatchSampler(Sampler):
@@ -85,6 +111,13 @@ class BalancedBatchSampler(Sampler):
                 f"class(es) with fewer than samples_per_class={K} images: {names}; they are sampled with "
                 f"replacement, so a batch repeats some of their images", DataWarning, stacklevel=2,
             )
+
+    @classmethod
+    def from_config(cls, labels: Any, config: BatchConfig, seed: int = 0, *, rank: int = 0,
+                    world_size: int = 1) -> "BalancedBatchSampler":
+        """The sampler of a batch section (a training config is one) over ``labels``."""
+        return cls(labels, classes_per_batch=config.classes_per_batch, samples_per_class=config.samples_per_class,
+                   batches_per_epoch=config.batches_per_epoch, seed=seed, rank=rank, world_size=world_size)
 
     def __len__(self) -> int:
         return self.batches_total // self.world_size
