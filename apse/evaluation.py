@@ -20,12 +20,13 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from apse.data.loader import GatheredBatches
 from apse.emotions import polarity_labels
 from apse.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_embeddings
 from apse.progress import progress_bar
 
 __all__ = ["embed_dataset", "predict", "attention_report", "evaluate_split", "leave_one_out",
-           "run_folds", "mean_std", "summarise", "format_metrics", "GatheredBatches", "METRIC_NAMES", "LOWER_IS_BETTER"]
+           "run_folds", "mean_std", "summarise", "format_metrics", "METRIC_NAMES", "LOWER_IS_BETTER"]
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -161,23 +162,6 @@ def _batches(dataset: Dataset, batch_size: int, num_workers: int, device: torch.
         return GatheredBatches(base, indices, chunks)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=device.type == "cuda")
-
-
-class GatheredBatches:
-    """Batches of cached features gathered with ``features.get_batch`` (no per-item collation).
-
-    ``batches`` yields lists of positions into ``indices`` (``features``' own item indices): a batch
-    sampler (training: a fresh draw at each iteration) or consecutive chunks (evaluation, above)."""
-
-    def __init__(self, features, indices: Sequence[int], batches):
-        self.features, self.indices, self.batches = features, list(indices), batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        for batch in self.batches:
-            yield self.features.get_batch([self.indices[i] for i in batch])
 
 
 def _amp_dtype(device: torch.device) -> torch.dtype:

@@ -56,11 +56,11 @@ from tqdm.auto import tqdm
 from apse.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, MODEL_FORMAT, MODEL_NAME, RESULTS_NAME, build_model,
                               check_resumable, cpu_state, load_model)
 from apse.config import ConfigError, TrainConfig, load_config
-from apse.data import FeatureDataset
 from apse.distributed import device_description, init_distributed, resolve_device
-from apse.evaluation import GatheredBatches, embed_dataset, evaluate_split, leave_one_out
+from apse.data import FeatureDataset, GatheredBatches
+from apse.evaluation import embed_dataset, evaluate_split, leave_one_out
 from apse.io import atomic_save, json_safe, write_json
-from apse.losses import APSEObjective, TrainStep, build_configured_loss, constructor_keywords, loss_entry
+from apse.losses import APSEObjective, build_configured_loss, constructor_keywords, loss_entry
 from apse.progress import progress_bar
 from apse.metrics import higher_is_better
 from apse.optim import build_optimizer
@@ -75,6 +75,27 @@ from apse.training_data import RunData, cached_features, prepare_data, with_tran
 __all__ = ["Trainer", "train", "TrainStep", "build_optimizer", "TrainingDiverged", "load_model", "build_model",
            "resolve_device", "portable_path", "portable_config", "dataset_fingerprint", "CHECKPOINT_NAME",
            "MODEL_NAME", "RESULTS_NAME"]
+
+
+class TrainStep(nn.Module):
+    """Model + objective: ``forward(inputs, labels) -> (total, L_emb, L_att)``.
+
+    ``inputs`` are images, or a dict stage -> feature map in cached-feature mode. The objective is
+    :class:`apse.losses.APSEObjective` (``lam L_emb + (1 - lam) L_att``, ICCV Eq. 10, when the
+    attention loss is used). One module, so that DistributedDataParallel also syncs a loss's weights.
+    """
+
+    def __init__(self, model: nn.Module, objective: APSEObjective):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, inputs, labels: torch.Tensor):
+        out = self.model(inputs)  # images, or a dict stage -> cached map: APSENet takes both
+        # Losses in float32 even under autocast: logs/exps of similarities are precision-sensitive.
+        f32 = lambda t: None if t is None else t.float()  # noqa: E731
+        return self.objective(out.embedding.float(), labels, f32(out.polarity_confidence),
+                              f32(out.emotion_confidence),
+                              [(level, conf.float()) for level, conf in out.attention_terms()])
 
 
 class TrainingDiverged(RuntimeError):

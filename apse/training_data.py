@@ -27,11 +27,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from apse.config import TrainConfig
-from apse.data import (BalancedBatchSampler, FeatureDataset, build_transforms, extract_features,
+from apse.data import (BalancedBatchSampler, FeatureDataset, GatheredBatches, build_transforms, extract_features,
                        open_data, stratified_kfold, stratified_split)
 from apse.data.decoded import DEFAULT_MAX_BYTES, DecodedImages, decode_cache_enabled, decoded_nbytes, default_resize
 from apse.distributed import DistInfo
-from apse.evaluation import GatheredBatches
 from apse.io import atomic_write
 from apse.emotions import classes_of
 from apse.protocol import ProtocolConfig

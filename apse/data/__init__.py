@@ -43,6 +43,7 @@ from apse.data.folder import EmotionImageFolder
 from apse.data.images import IMAGE_EXTENSIONS, CorruptImageError, DataWarning, is_image_file, load_rgb
 from apse.data.locate import FI_REQUEST, locate_dataset
 from apse.data.pooled import DATASET_LABELS, dataset_label, open_data, pool
+from apse.data.loader import GatheredBatches
 from apse.data.sampler import BalancedBatchSampler, BatchConfig
 from apse.data.splits import load_split, save_split, stratified_kfold, stratified_split
 from apse.data.transforms import ImageConfig, build_transforms
@@ -51,7 +52,7 @@ __all__ = [
     "CorruptImageError", "DataWarning", "EmotionImageFolder", "FeatureDataset", "BalancedBatchSampler",
     "build_transforms", "extract_features", "get", "is_image_file", "load_rgb", "load_split", "locate_dataset",
     "save_split", "stratified_kfold", "stratified_split", "open_data", "pool", "dataset_label",
-    "DATASET_LABELS", "ImageConfig", "BatchConfig",
+    "DATASET_LABELS", "ImageConfig", "BatchConfig", "GatheredBatches",
     # constants that were importable from the single apse.data module
     "FI_REQUEST", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
 ]

@@ -4,7 +4,7 @@
 dataset's own item code, then the square ``resize x resize`` resize of
 :func:`apse.data.build_transforms`) into one ``uint8`` tensor ``[N, 3, resize, resize]`` held in memory,
 and serves the rest of the papers' preprocessing from it, a whole batch at a time
-(:meth:`DecodedImages.get_batch`, which :class:`apse.evaluation.GatheredBatches` and evaluation's batching
+(:meth:`DecodedImages.get_batch`, which :class:`apse.data.GatheredBatches` and evaluation's batching
 call, as they do for cached features):
 
 * training view (``train=True``): a random ``image_size`` crop and a random horizontal flip (p = 0.5)

@@ -19,7 +19,7 @@ from apse.losses.baselines import (ArcFaceLoss, BinomialDevianceLoss, CenterLoss
 from apse.losses.functional import (apse_objective, attention_loss, ep_loss, generate_negatives, gep_loss,
                                     inter_polarity_loss, intra_polarity_loss, npair_loss, split_into_tuples,
                                     wep_loss, wep_weights)
-from apse.losses.objective import APSEObjective, TrainStep
+from apse.losses.objective import APSEObjective
 from apse.losses.registry import (ALIASES, LOSS_NAMES, LOSSES, LossEntry, build_loss, canonical_loss, loss_entry,
                                   register_loss)
 from apse.losses.config import LossConfig, build_configured_loss, loss_names
@@ -31,6 +31,6 @@ __all__ = [
     "NPairLoss", "EPLoss", "WEPLoss", "GEPLoss", "SoftmaxLoss", "ContrastiveLoss", "TripletLoss",
     "CenterLoss", "BinomialDevianceLoss", "ArcFaceLoss", "SphereFaceLoss", "FastAPLoss",
     "SoftTripleLoss", "YangLoss", "build_loss", "build_configured_loss", "register_loss", "loss_entry",
-    "LossEntry", "LOSSES", "ALIASES", "LOSS_NAMES", "APSEObjective", "TrainStep", "EmbeddingLoss",
+    "LossEntry", "LOSSES", "ALIASES", "LOSS_NAMES", "APSEObjective", "EmbeddingLoss",
     "automatic_attention_loss", "constructor_keywords", "canonical_loss", "LossConfig", "loss_names",
 ]

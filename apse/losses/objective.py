@@ -4,7 +4,7 @@
 the model's attention heads: polarity labels for a polarity head, emotion labels for an emotion head)
 when it is used; without it the objective is ``L_emb`` alone (``lam`` is then ignored rather than
 silently scaling the learning rate). The trainer (:class:`apse.training.TrainStep`) and the toy model
-of the early chapters (:func:`apse.toy.train_toy`) both compute their loss with it; :class:`TrainStep`
+of the early chapters (:func:`apse.toy.train_toy`) both compute their loss with it; ``TrainStep``
 is a model and its objective as one module, the unit the trainer optimises (and DistributedDataParallel
 wraps, so that a loss's own weights are synchronised too).
 
@@ -23,7 +23,7 @@ from torch import nn
 from apse.emotions import classes_of, polarity_labels
 from apse.losses.functional import apse_objective, attention_loss
 
-__all__ = ["APSEObjective", "TrainStep"]
+__all__ = ["APSEObjective"]
 
 
 class APSEObjective(nn.Module):
@@ -66,29 +66,3 @@ class APSEObjective(nn.Module):
     def extra_repr(self) -> str:
         level = "" if self.level == "emotion" else f", level={self.level!r}"
         return f"use_attention_loss={self.use_attention_loss}, lam={self.lam}{level}"
-
-
-class TrainStep(nn.Module):
-    """Model + objective: ``forward(inputs, labels) -> (total, L_emb, L_att)``.
-
-    ``inputs`` are images, or a dict stage -> feature map in cached-feature mode. The objective is
-    :class:`apse.losses.APSEObjective` (``lam L_emb + (1 - lam) L_att``, ICCV Eq. 10, when the
-    attention loss is used). One module, so that DistributedDataParallel also syncs a loss's weights.
-    """
-
-    def __init__(self, model: nn.Module, objective: APSEObjective):
-        super().__init__()
-        self.model, self.objective = model, objective
-
-    def forward(self, inputs, labels: torch.Tensor):
-        out = self.model(inputs)  # images, or a dict stage -> cached map: APSENet takes both
-        # Losses in float32 even under autocast: logs/exps of similarities are precision-sensitive.
-        f32 = lambda t: None if t is None else t.float()  # noqa: E731
-        return self.objective(out.embedding.float(), labels, f32(out.polarity_confidence),
-                              f32(out.emotion_confidence),
-                              [(level, conf.float()) for level, conf in out.attention_terms()])
-
-
-# ---------------------------------------------------------------------------------------------------
-# data preparation
-# ---------------------------------------------------------------------------------------------------

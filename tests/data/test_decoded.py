@@ -16,7 +16,8 @@ from apse.data import EmotionImageFolder, build_transforms, load_rgb
 from apse.data.decoded import DecodeCacheTooLarge, DecodedImages, decode_cache_enabled, decoded_nbytes
 from apse.distributed import DistInfo
 from apse.emotions import EMOTIONS
-from apse.evaluation import GatheredBatches, _batches
+from apse.data import GatheredBatches
+from apse.evaluation import _batches
 from conftest import make_dataset
 
 SIZE, RESIZE = 40, 46
