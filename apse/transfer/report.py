@@ -90,7 +90,7 @@ def write_summary(results_dir: str | os.PathLike, records: Sequence[dict]) -> No
              "224 px features), the epoch chosen on 10 % of them.",
              "- Labels: results on this folder are \"Twitter I (1,093-image subset)\" and "
              "\"Twitter I-5 (706-image subset)\"; they are not the literature's Twitter I numbers.",
-             "- Produced by `python -m apse.transfer twitter1` (apse/transfer.py).", ""]
+             "- Produced by `python -m apse.transfer twitter1` (apse/transfer/twitter1.py).", ""]
     for subset in sorted({r["subset"] for r in rows}, key=lambda s: (s != "5", s)):
         part = [r for r in rows if r["subset"] == subset]
         lines += [f"## {part[0]['subset_label']}, polarity level", "",
