@@ -99,9 +99,13 @@ class RunConfig:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
-# The sections are joined by inheritance: a dataclass lists its bases' fields first, deepest base
-# first, so the reversed order below keeps the fields (and so to_dict and stored configs) in the order
-# model, loss, optimisation, batches, images, run, protocol (run keys hash the fields by name).
+# The sections are joined by inheritance, not nested as config.model, config.optim, ...: the flat
+# names are the public interface (YAML files, key=value overrides, stored configs, the notebooks'
+# config.lr), and "loss" names both a section and its field. Each section is still owned and checked
+# by its module, and a builder is handed its own alone (config.section("optim")). A dataclass lists
+# its bases' fields first, deepest base first, so the reversed order below keeps the fields (and so
+# to_dict and stored configs) in the order model, loss, optimisation, batches, images, run, protocol
+# (run keys hash the fields by name).
 @dataclass
 class TrainConfig(ProtocolConfig, RunConfig, ImageConfig, BatchConfig, OptimConfig, LossConfig, ModelConfig):
     """Every setting of a training run, one section per concern (see the module docstring for the loss
