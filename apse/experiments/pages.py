@@ -20,7 +20,7 @@ from apse.experiments.summary import OURS_LABEL
 from apse.paper_results import PAPER_LABEL, PAPER_METRICS
 
 __all__ = ["EXPERIMENT_TITLES", "available", "status_frame", "show_report", "plot_ours_vs_paper",
-           "backbone_table", "pair_facts", "glue_all"]
+           "backbone_table", "pair_differences", "pair_text", "pair_facts", "glue_all"]
 
 #: The results folders the experiment chapters read, and what each holds.
 EXPERIMENT_TITLES = {
@@ -138,20 +138,21 @@ def backbone_table(results_dir: str | os.PathLike = DEFAULT_RESULTS,
     return table.round(3)
 
 
-def pair_facts(name: str, pairs: dict[str, tuple[tuple[str, str], tuple[str, str]]],
-               metrics: Sequence[str] = ("mAP8", "mAP2"), *,
-               results_dir: str | os.PathLike = DEFAULT_RESULTS, digits: int = 3) -> dict[str, str]:
-    """The paired differences a chapter's prose quotes, as text for myst-nb's ``glue``.
+def pair_differences(name: str, pairs: dict[str, tuple[tuple[str, str], tuple[str, str]]],
+                     metrics: Sequence[str] = ("mAP8", "mAP2"), *,
+                     results_dir: str | os.PathLike = DEFAULT_RESULTS) -> dict[str, dict[str, dict]]:
+    """The paired differences a chapter's prose quotes, as numbers: ``{key: {metric: d}}`` with ``d``
+    the :func:`~apse.experiments.stats.metric_difference` of a over b (``mean``, ``se``, ``wins``,
+    ``n_folds``; a win is a fold where a is better).
 
     ``pairs`` maps a short key to ``((variant_a, regime_a), (variant_b, regime_b))`` of experiment
-    ``name``; for each key and metric: ``{key}_{metric}`` (mean ± standard error over the folds,
-    signed) and ``{key}_{metric}_won`` ("k of n" folds where a is better). Computed as
-    :func:`apse.experiments.reports.paired_table` computes them, so prose and table agree.
+    ``name``. Computed as :func:`apse.experiments.reports.paired_table` computes them, so prose and
+    table agree; :func:`pair_text` words them for the glue, and a chapter asserts on the numbers.
     """
     from apse.experiments.reports import by_fold
 
     cache: dict[tuple[str, str], dict] = {}
-    facts = {}
+    out: dict[str, dict[str, dict]] = {}
     for key, ((va, ra), (vb, rb)) in pairs.items():
         for m in metrics:
             for regime in (ra, rb):
@@ -160,9 +161,28 @@ def pair_facts(name: str, pairs: dict[str, tuple[tuple[str, str], tuple[str, str
             d = metric_difference(cache[ra, m].get(va, {}), cache[rb, m].get(vb, {}), m)
             if d is None:
                 raise ValueError(f"{name}: no common folds for {va} ({ra}) and {vb} ({rb})")
+            out.setdefault(key, {})[m] = d
+    return out
+
+
+def pair_text(differences: dict[str, dict[str, dict]], digits: int = 3) -> dict[str, str]:
+    """:func:`pair_differences` as text for myst-nb's ``glue``: for each key and metric,
+    ``{key}_{metric}`` (mean ± standard error over the folds, signed) and ``{key}_{metric}_won``
+    ("k of n" folds where a is better)."""
+    facts = {}
+    for key, by_metric in differences.items():
+        for m, d in by_metric.items():
             facts[f"{key}_{m}"] = unsigned_zero(f"{d['mean']:+.{digits}f} ± {d['se']:.{digits}f}")
             facts[f"{key}_{m}_won"] = f"{d['wins']} of {d['n_folds']}"
     return facts
+
+
+def pair_facts(name: str, pairs: dict[str, tuple[tuple[str, str], tuple[str, str]]],
+               metrics: Sequence[str] = ("mAP8", "mAP2"), *,
+               results_dir: str | os.PathLike = DEFAULT_RESULTS, digits: int = 3) -> dict[str, str]:
+    """The paired differences a chapter's prose quotes, as text for myst-nb's ``glue``
+    (:func:`pair_text` of :func:`pair_differences`)."""
+    return pair_text(pair_differences(name, pairs, metrics, results_dir=results_dir), digits)
 
 
 def glue_all(facts: dict[str, str]) -> None:

@@ -38,7 +38,7 @@ from apse.experiments.tables import CURVE_DATA, get_experiment
 
 __all__ = ["ROW_LABELS", "split_counts", "curve_frame", "curve_summary", "gap_summary", "gap_trend", "pooling_table",
            "plot_learning_curves", "tuning_table", "tuned_pairs", "headline", "t_interval", "regime_ends",
-           "flickrldl_floors"]
+           "flickrldl_floor_differences", "flickrldl_floors"]
 
 #: The curves' rows, as the chapter names them.
 ROW_LABELS = {"npair": "N-pair, SO (floor)", "ep-so": "EP, SO", "apse-gep": "APSE + GEP"}
@@ -312,23 +312,31 @@ def _trend_word(low: float, high: float) -> str:
     return "does not move measurably"
 
 
-def flickrldl_floors(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> dict[str, str]:
-    """The second linear floor on FlickrLDL's key rows, per regime that ran both heads: softmax
-    minus N-pair (``fl_softmax_{regime}_{metric}`` and ``..._won``, mAP8 and mAP2) and APSE + GEP
-    minus softmax (``fl_gep_softmax_{regime}_mAP8``), as text for the chapter's glue and the README
-    (mean ± standard error over the folds, "k of n" folds where the first row is better). A regime
+def flickrldl_floor_differences(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> dict[str, dict[str, dict]]:
+    """The second linear floor on FlickrLDL's key rows, per regime that ran both heads, as numbers
+    (:func:`apse.experiments.pages.pair_differences`, mAP8 and mAP2): softmax minus N-pair
+    (``fl_softmax_{regime}``) and APSE + GEP minus softmax (``fl_gep_softmax_{regime}``). A regime
     without both runs is left out."""
-    from apse.experiments.pages import pair_facts
+    from apse.experiments.pages import pair_differences
 
-    facts: dict[str, str] = {}
+    out: dict[str, dict[str, dict]] = {}
     for regime in ("frozen", "finetune"):
         pairs = {f"fl_softmax_{regime}": (("softmax", regime), ("npair", regime)),
                  f"fl_gep_softmax_{regime}": (("apse-gep", regime), ("softmax", regime))}
         try:
-            facts.update(pair_facts("flickrldl", pairs, results_dir=results_dir))
+            out.update(pair_differences("flickrldl", pairs, results_dir=results_dir))
         except (ValueError, KeyError, FileNotFoundError):
             continue  # this regime lacks one of the rows
-    return facts
+    return out
+
+
+def flickrldl_floors(results_dir: str | os.PathLike = DEFAULT_RESULTS) -> dict[str, str]:
+    """:func:`flickrldl_floor_differences` as text for the chapter's glue and the README
+    (``fl_softmax_{regime}_{metric}`` and ``..._won``: mean ± standard error over the folds, "k of
+    n" folds where the first row is better)."""
+    from apse.experiments.pages import pair_text
+
+    return pair_text(flickrldl_floor_differences(results_dir))
 
 
 def headline(frame: pd.DataFrame, tuned: pd.DataFrame | None = None,

@@ -145,3 +145,9 @@ def test_flickrldl_floors_pair_softmax_with_both_rows_per_regime(tmp_path):
     assert facts["fl_gep_softmax_frozen_mAP8"] == "-0.044 ± 0.016"
     assert facts["fl_gep_softmax_frozen_mAP8_won"] == "1 of 5"
     assert not any("finetune" in k for k in facts)  # no fine-tuned runs: that regime is left out
+    # the same differences as numbers, which the chapter asserts on
+    from apse.experiments.scale import flickrldl_floor_differences
+
+    d = flickrldl_floor_differences(tmp_path)["fl_gep_softmax_frozen"]["mAP8"]
+    assert d["mean"] == pytest.approx(-0.044, abs=1e-9) and (d["wins"], d["n_folds"]) == (1, 5)
+    assert d["se"] == pytest.approx(0.016, abs=1e-9)
