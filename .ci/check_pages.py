@@ -10,7 +10,10 @@ For each HTML page (``_static/`` and ``_sources/`` excepted) it fails when
   macro), or raw TeX delimiters (``$$``, ``\\(``, ``\\[``, ``$..\\..$``) are left in the text outside
   code;
 * an image does not load (``naturalWidth == 0`` once the page has loaded);
-* a JavaScript error is thrown (uncaught exception, rejected promise, or ``console.error``).
+* a JavaScript error is thrown (uncaught exception, rejected promise, or ``console.error``);
+* a visible code block, printed output or table (a printed data frame, a table of the prose) is
+  wider than its column at 1280 px, so that a reader would have to scroll it sideways (the
+  solutions' dropdowns are opened; hidden-input cells stay closed).
 
 Requests that would leave the machine are refused (the pages are served from 127.0.0.1 by a
 throw-away local server, or opened as file:// with ``--file-urls``) and listed as notes, so a page
@@ -112,6 +115,19 @@ CHECK_SCRIPT = r"""
     if (pre.scrollWidth > pre.clientWidth + 2) {
       const line = pre.textContent.split('\n').reduce((a, b) => (b.length > a.length ? b : a), '');
       out.wide.push(`${pre.scrollWidth - pre.clientWidth} px too wide: ${line.trim().slice(0, 90)}`);
+    }
+  }
+  // Tables too (printed data frames, the prose's tables): the widest row must fit its column.
+  out.wideTables = [];
+  const main = document.querySelector('main') || document.body;
+  for (const t of document.querySelectorAll('table')) {
+    if (t.closest('details:not([open])') || t.offsetParent === null) continue;
+    let box = t.parentElement;
+    while (box && box !== document.body && !box.clientWidth) box = box.parentElement;
+    const limit = Math.min(box ? box.clientWidth : main.clientWidth, main.clientWidth);
+    if (t.scrollWidth > limit + 2) {
+      const head = (t.querySelector('tr') || t).textContent.replace(/\s+/g, ' ').trim().slice(0, 80);
+      out.wideTables.push(`${t.scrollWidth - limit} px too wide: ${head}`);
     }
   }
   const skip = new Set(['PRE', 'CODE', 'SCRIPT', 'STYLE', 'TEXTAREA', 'MJX-CONTAINER', 'NOSCRIPT', 'KBD', 'SAMP']);
@@ -319,6 +335,8 @@ class ChromiumPipe:
             errors.append(f"image did not load: {src}")
         for wide in r.get("wide", []):
             errors.append(f"code scrolls sideways ({wide})")
+        for wide in r.get("wideTables", []):
+            errors.append(f"table scrolls sideways ({wide})")
         return {"errors": errors, "notes": notes, "math": r["math"], "typeset": r["typeset"],
                 "images": r["images"], "mathjax": r["mathjax"]}
 

@@ -183,7 +183,8 @@ def site(tmp_path_factory):
            '<div class="math notranslate nohighlight">\\[\\mathcal{L} = \\log(1 + e^{x})\\]</div>'
     pages = {
         "good.html": PAGE.format(head=LOCAL_MATHJAX, body=math + '<img src="dot.png" alt="">'
-                                 '<pre>code may say $$ or \\( freely</pre>'),
+                                 '<pre>code may say $$ or \\( freely</pre>'
+                                 '<div style="width:300px"><table><tr><td>fits</td></tr></table></div>'),
         "plain.html": PAGE.format(head="", body="<p>No formulas, no images.</p>"),
         "cdn_math.html": PAGE.format(
             head='<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>',
@@ -199,6 +200,10 @@ def site(tmp_path_factory):
         # (a hidden-input cell) is not on the page, in an open one (a solution's dropdown) it is
         "wide_code.html": PAGE.format(
             head="", body='<div style="width:300px"><pre style="overflow:auto">' + "w" * 120 + "</pre></div>"),
+        # a printed data frame or a prose table wider than its column scrolls sideways as well
+        "wide_table.html": PAGE.format(
+            head="", body='<div style="width:300px;overflow-x:auto"><table><tr><td>' + "t" * 120
+                          + "</td></tr></table></div>"),
         "hidden_code.html": PAGE.format(
             head="", body='<details><summary>input</summary><div style="width:300px">'
                           '<pre style="overflow:auto">' + "h" * 120 + "</pre></div></details>"),
@@ -221,7 +226,7 @@ def _block(output: str, page: str) -> str:
 
 def test_page_check_fails_overall_and_passes_good_pages(site):
     assert site.returncode == 1, site.stdout + site.stderr
-    assert "3 of 11 pages ok, 8 failing" in site.stdout
+    assert "3 of 12 pages ok, 9 failing" in site.stdout
     for page in ("good.html", "plain.html", "hidden_code.html"):
         assert _block(site.stdout, page).startswith("ok"), _block(site.stdout, page)
     assert "2/2 formulas typeset, 1 images" in _block(site.stdout, "good.html")
@@ -236,6 +241,7 @@ def test_page_check_fails_overall_and_passes_good_pages(site):
     ("undefined_macro.html", "MathJax error in a formula: undefined macro \\R"),
     ("wide_code.html", "code scrolls sideways"),
     ("dropdown_code.html", "code scrolls sideways"),
+    ("wide_table.html", "table scrolls sideways"),
 ])
 def test_page_check_catches(site, page, message):
     block = _block(site.stdout, page)
