@@ -21,12 +21,16 @@ One module per job; every public name is importable from ``apse.data`` itself. W
   evaluation protocol").
 - :mod:`apse.data.sampler`: :class:`BalancedBatchSampler`, a batch of P x K = 8 x 4 images, 4 of each
   emotion, grouped by class in emotion order, which the losses cut into 2 disjoint N-pair tuples
-  ("Losses": a batch of 32).
+  ("Losses": a batch of 32); :class:`BatchConfig`, the training config's section of P, K and the
+  batches an epoch.
 - :mod:`apse.data.transforms`: :func:`build_transforms`, resize to 256 x 256, random 224 crop +
-  horizontal flip for training, centre crop for evaluation, ToTensor, Normalize.
+  horizontal flip for training, centre crop for evaluation, ToTensor, Normalize; :class:`ImageConfig`,
+  the training config's section of the sizes.
 - :mod:`apse.data.features`: :func:`extract_features` / :class:`FeatureDataset` run a *frozen*
   backbone once over a dataset and keep its stage maps (conv3, conv5, ...), so everything after the
   backbone trains on cached maps (a documented deviation for CPU work).
+- :mod:`apse.data.loader`: :class:`GatheredBatches`, whole batches gathered from tensors in memory
+  (cached maps, images decoded once), the loader of training and of evaluation over them.
 - :mod:`apse.data.labelcsv`: what the three label CSV readers (manifest, polarity, votes) share: the
   header in any case, Excel's byte-order mark, blank lines, rows by line number, listed paths.
 - :mod:`apse.data.votes`: vote-labelled images (FlickrLDL's ``labels.csv``): the majority emotion,
