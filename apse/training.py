@@ -27,6 +27,10 @@ Everything written is plain tensors and Python containers: ``torch.load(path, we
 reads it, no pickled code. :func:`load_model` turns ``model.pt`` or ``checkpoint.pt`` back into a model.
 This module is the loop; its parts have their own: :mod:`apse.training_data` (split and batches),
 :mod:`apse.checkpoints` (model files), :mod:`apse.distributed`, :mod:`apse.provenance` (the record).
+It is the only training loop of the package: the transfer experiments' fine-tuning of an FI model's
+head on another data set's cached maps (:func:`apse.transfer.fine_tune`) is a :class:`Trainer` run
+too, given the model, the prepared data (any label level), the modules that stay frozen, and the
+starting model as a candidate epoch.
 
 Reproducibility: every epoch starts by seeding ``torch``, ``numpy`` and ``random`` from (seed, epoch,
 rank) and the sampler from (seed, epoch), so an epoch's batches, augmentations and dropout do not depend
