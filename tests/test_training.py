@@ -556,3 +556,15 @@ def test_an_untrained_run_returns_the_record_a_trained_run_does(tiny, tmp_path):
     assert untrained.untrained and not trained.untrained and untrained.chosen_epoch == 0
     written = json.loads((tmp_path / "untrained" / "results.json").read_text())
     assert list(written) == list(untrained) and written == json_safe(untrained.to_dict())
+
+
+def test_the_worker_count_does_not_change_an_image_mode_run(tiny, tmp_path):
+    """apse.runs.NOT_IN_RESULT leaves num_workers out of the run keys: a fine-tuned (image mode) run
+    must give the same numbers with and without data-loading workers. (Before the images were
+    decoded once, augmentations were drawn in the workers, so the worker count could move them.)"""
+    from apse import training
+
+    runs = [training.train(tiny_config(tmp_path / str(w), num_workers=w, epochs=1), tiny, None,
+                           progress=False) for w in (0, 2)]
+    assert runs[0]["test_metrics"] == runs[1]["test_metrics"]
+    assert runs[0]["history"][0]["loss"] == runs[1]["history"][0]["loss"]
