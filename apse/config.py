@@ -66,7 +66,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from apse.checks import NULLS, ConfigError, choice
+from apse.checks import NULLS, ConfigError
 from apse.data.sampler import BatchConfig
 from apse.data.transforms import ImageConfig
 from apse.losses import LossConfig, loss_names

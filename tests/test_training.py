@@ -4,7 +4,6 @@ and a randomly initialised EfficientNet-Lite0 keep the whole file well under a m
 from __future__ import annotations
 
 import json
-import math
 import sys
 import types
 from pathlib import Path

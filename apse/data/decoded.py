@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

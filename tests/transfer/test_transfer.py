@@ -4,7 +4,6 @@ and CSVs (polarity level), and the Twitter I experiment runner on a generated st
 from __future__ import annotations
 
 import json
-import math
 import warnings
 
 import numpy as np
@@ -13,7 +12,6 @@ import torch
 
 from apse import transfer
 from apse.emotions import EMOTIONS, polarity_of
-from apse.losses import npair_loss
 from apse.metrics import METRIC_NAMES, POLARITY_METRIC_NAMES, evaluate_embeddings, metric_names
 from apse.data.polarity import LabelledImages, open_labelled
 from conftest import make_dataset
