@@ -499,9 +499,7 @@ class Trainer:
             self.probe_result = self.probe()
         if self.start_epoch == 0 and self.start_candidate:
             # the starting model is a candidate: an epoch must beat it (strictly) to be chosen
-            self.start_metrics = self.validate()
-            self.best = {"epoch": 0, "metrics": self.start_metrics, "model": cpu_state(self.model)}
-            self._best_gallery = self._val_gallery
+            self.start_metrics = self._keep_start()
         for epoch in range(self.start_epoch + 1, cfg.epochs + 1):
             t0 = time.time()
             entry: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
@@ -532,9 +530,17 @@ class Trainer:
         returns and writes: its val and test scores are the initialisation's (the experiments' random-
         projection floor)."""
         self.setup()
-        self.best = {"epoch": 0, "metrics": self.validate(), "model": cpu_state(self.model)}
-        self._best_gallery = self._val_gallery  # the test reuses it, as after fit's chosen epoch
+        self._keep_start()
         return self._finish(0.0, self.elapsed_before + time.time() - self._t_init)
+
+    def _keep_start(self) -> dict[str, float] | None:
+        """Validate the model as it is and keep it as epoch 0, the chosen model unless an epoch beats
+        it (its validation metrics are returned); the test then reuses the gallery that validation
+        embedded, as after a chosen epoch of :meth:`fit`."""
+        metrics = self.validate()
+        self.best = {"epoch": 0, "metrics": metrics, "model": cpu_state(self.model)}
+        self._best_gallery = self._val_gallery
+        return metrics
 
     def _finish(self, train_seconds: float, wall_seconds: float) -> RunRecord:
         cfg = self.config

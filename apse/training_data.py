@@ -186,7 +186,8 @@ def feature_run_data(features: FeatureDataset, labels: Any, split: dict[str, lis
 
     ``labels`` (one per item of ``features``, at ``level``) replace the cache's own; ``split`` holds
     the ``train``, ``val`` and ``test`` item indices; the balanced batches of the training items are
-    ``config``'s (its batching fields and seed), as :func:`prepare_data` builds them. The gallery is the training items, as in a run.
+    ``config``'s (its batching fields and seed), as :func:`prepare_data` builds them. The gallery is
+    the training items, as in a run.
     """
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     classes_of(level)  # checks the level
